@@ -1,0 +1,58 @@
+"""A bounded LRU of loaded estimators per worker, keyed by sha256 (versions are immutable)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from model_store.errors import ArtifactUnavailable, InvalidArtifact
+from model_store.loader import detect_and_load
+from model_store.store import ArtifactStore
+
+
+class EstimatorCache:
+    """Loads an artifact once (sha256 verified, safety-checked) and keeps it in memory."""
+
+    def __init__(self, store: ArtifactStore, maxsize: int, trusted_modules: Iterable[str] = ()) -> None:
+        self.store = store
+        self.maxsize = max(1, maxsize)
+        self.trusted_modules = tuple(trusted_modules)
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.loads = 0
+
+    def get(self, sha256: str, fmt: str) -> Any:
+        """The estimator stored under `sha256`; raises ArtifactUnavailable if it cannot be had."""
+        with self._lock:
+            estimator = self._items.get(sha256)
+            if estimator is not None:
+                self._items.move_to_end(sha256)
+                self.hits += 1
+                return estimator
+        path = self.store.verified_path(sha256)
+        try:
+            estimator, _, _ = detect_and_load(path, self.trusted_modules, fmt)
+        except InvalidArtifact as exc:
+            raise ArtifactUnavailable(f"The artifact {sha256} cannot be loaded: {exc.message}") from None
+        self.put(sha256, estimator)
+        with self._lock:
+            self.loads += 1
+        return estimator
+
+    def put(self, sha256: str, estimator: Any) -> None:
+        """Keep an estimator already loaded (e.g. right after its upload was checked)."""
+        with self._lock:
+            self._items[sha256] = estimator
+            self._items.move_to_end(sha256)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -1,0 +1,37 @@
+"""Errors raised by the model store; serving/ maps each to an HTTP answer."""
+
+
+class ModelStoreError(Exception):
+    """Base of every model store error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArtifact(ModelStoreError):
+    """The uploaded bytes are not a usable model (unreadable, no predict, bad schema...)."""
+
+
+class UnsafeArtifact(InvalidArtifact):
+    """The artifact references code outside the trusted allow-list; it was never unpickled."""
+
+    def __init__(self, offending: list[str], message: str | None = None) -> None:
+        self.offending = sorted(set(offending))
+        super().__init__(
+            message
+            or "Artifact refused: it references globals outside the trusted allow-list: "
+            + ", ".join(self.offending)
+        )
+
+
+class ArtifactTooLarge(ModelStoreError):
+    """The upload is larger than the configured limit."""
+
+
+class ArtifactUnavailable(ModelStoreError):
+    """A stored artifact is missing, damaged (sha256 mismatch) or cannot be loaded."""
+
+
+class PredictionFailed(ModelStoreError):
+    """The model raised while predicting on input that passed the schema checks."""

@@ -1,0 +1,162 @@
+"""ORM classes of the registry: model names, their versions, feature schemas and aliases."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RegisteredModel(Base):
+    """A model name; its versions are numbered 1, 2, 3... from `next_version`, never reused."""
+
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    # The per-model counter row: bumping it in the upload's transaction serialises concurrent
+    # uploads to one model, so two can never be given the same number.
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    versions: Mapped[list[ModelVersion]] = relationship(
+        back_populates="model", order_by="desc(ModelVersion.version)", passive_deletes=True
+    )
+    aliases: Mapped[list[Alias]] = relationship(
+        back_populates="model", order_by="Alias.name", passive_deletes=True
+    )
+
+    __table_args__ = (CheckConstraint("next_version >= 1", name="next_version_positive"),)
+
+
+class ModelVersion(Base):
+    """One immutable version: its artifact (by sha256) and what was learnt of it at upload."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    estimator: Mapped[str] = mapped_column(String(255))
+    has_predict_proba: Mapped[bool] = mapped_column(Boolean)
+    classes: Mapped[list[Any] | None] = mapped_column(JSON)
+    library_versions: Mapped[dict[str, str]] = mapped_column(JSON)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    model: Mapped[RegisteredModel] = relationship(back_populates="versions")
+    features: Mapped[list[Feature]] = relationship(
+        back_populates="model_version",
+        order_by="Feature.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
+    aliases: Mapped[list[Alias]] = relationship(
+        back_populates="model_version", order_by="Alias.name", viewonly=True
+    )
+
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("size_bytes >= 0", name="size_not_negative"),
+    )
+
+
+class Feature(Base):
+    """One input column of a version, in the order the model expects it."""
+
+    __tablename__ = "features"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(16))
+    required: Mapped[bool] = mapped_column(Boolean, default=True)
+    allowed: Mapped[list[Any] | None] = mapped_column(JSON)
+    minimum: Mapped[float | None] = mapped_column(Float)
+    maximum: Mapped[float | None] = mapped_column(Float)
+
+    model_version: Mapped[ModelVersion] = relationship(back_populates="features")
+
+    __table_args__ = (
+        UniqueConstraint("version_id", "position", name="uq_features_version_id_position"),
+        UniqueConstraint("version_id", "name", name="uq_features_version_id_name"),
+        CheckConstraint(
+            "type IN ('number', 'integer', 'string', 'boolean')", name="type_known"
+        ),
+    )
+
+
+class Alias(Base):
+    """A movable name for one version of a model; the version cannot be deleted under it."""
+
+    __tablename__ = "aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32))
+    # RESTRICT: the database itself refuses to delete a version an alias points to.
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    model: Mapped[RegisteredModel] = relationship(back_populates="aliases")
+    model_version: Mapped[ModelVersion] = relationship(back_populates="aliases")
+
+    __table_args__ = (UniqueConstraint("model_id", "name", name="uq_aliases_model_id_name"),)

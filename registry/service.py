@@ -1,0 +1,364 @@
+"""The operations on the registry. Each takes the session first and never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from registry.errors import Conflict, InvalidInput, NotFound
+from registry.models import Alias, Feature, ModelVersion, RegisteredModel, utcnow
+from registry.names import LATEST, is_alias_name, is_model_name, parse_selector
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model as listed: its latest version number and its aliases."""
+
+    name: str
+    description: str | None
+    latest_version: int | None
+    aliases: dict[str, int]
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionRef(NamedTuple):
+    """Just enough of a version to serve it: the prediction path reads only this from the database."""
+
+    id: int
+    model: str
+    version: int
+    sha256: str
+    format: str
+
+
+@dataclass(frozen=True)
+class ArtifactFacts:
+    """What the model store learnt of an artifact; recorded with the version."""
+
+    format: str
+    sha256: str
+    size_bytes: int
+    estimator: str
+    has_predict_proba: bool
+    classes: list[Any] | None
+    library_versions: dict[str, str]
+
+
+def _model_not_found(name: str) -> NotFound:
+    return NotFound(f"Model '{name}' not found.")
+
+
+def get_model(session: Session, name: str) -> RegisteredModel:
+    """The model called `name`; raises NotFound (also for names that can never exist)."""
+    model = None
+    if is_model_name(name):
+        model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
+    if model is None:
+        raise _model_not_found(name)
+    return model
+
+
+def _summaries(session: Session, models: Sequence[RegisteredModel]) -> list[ModelSummary]:
+    ids = [m.id for m in models]
+    if not ids:
+        return []
+    latest = dict(
+        session.execute(
+            select(ModelVersion.model_id, func.max(ModelVersion.version))
+            .where(ModelVersion.model_id.in_(ids))
+            .group_by(ModelVersion.model_id)
+        ).all()
+    )
+    aliases: dict[int, dict[str, int]] = {i: {} for i in ids}
+    for model_id, alias, version in session.execute(
+        select(Alias.model_id, Alias.name, ModelVersion.version)
+        .join(ModelVersion, Alias.version_id == ModelVersion.id)
+        .where(Alias.model_id.in_(ids))
+        .order_by(Alias.name)
+    ):
+        aliases[model_id][alias] = version
+    return [
+        ModelSummary(
+            name=m.name,
+            description=m.description,
+            latest_version=latest.get(m.id),
+            aliases=aliases[m.id],
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+        )
+        for m in models
+    ]
+
+
+def summarize_model(session: Session, model: RegisteredModel) -> ModelSummary:
+    return _summaries(session, [model])[0]
+
+
+def list_models(session: Session, *, offset: int, limit: int) -> tuple[list[ModelSummary], int]:
+    """One page of models by name, and how many there are in all."""
+    total = session.scalar(select(func.count()).select_from(RegisteredModel)) or 0
+    models = session.scalars(
+        select(RegisteredModel).order_by(RegisteredModel.name).offset(offset).limit(limit)
+    ).all()
+    return _summaries(session, models), total
+
+
+def _versions_of(model: RegisteredModel) -> Select[tuple[ModelVersion]]:
+    return (
+        select(ModelVersion)
+        .where(ModelVersion.model_id == model.id)
+        .options(selectinload(ModelVersion.aliases))
+        .order_by(ModelVersion.version.desc())
+    )
+
+
+def list_versions(
+    session: Session, name: str, *, offset: int, limit: int | None
+) -> tuple[list[ModelVersion], int]:
+    """One page of a model's versions, newest first, and how many it has; raises NotFound."""
+    model = get_model(session, name)
+    total = session.scalar(
+        select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model.id)
+    ) or 0
+    versions = session.scalars(_versions_of(model).offset(offset).limit(limit)).all()
+    return list(versions), total
+
+
+def _selector_filter(stmt: Select[Any], selector: int | str) -> Select[Any]:
+    if isinstance(selector, int):
+        return stmt.where(ModelVersion.version == selector)
+    if selector == LATEST:
+        return stmt.order_by(ModelVersion.version.desc()).limit(1)
+    return stmt.join(Alias, Alias.version_id == ModelVersion.id).where(Alias.name == selector)
+
+
+def _version_not_found(session: Session, name: str, selector: object) -> NotFound:
+    if not is_model_name(name) or session.scalar(
+        select(RegisteredModel.id).where(RegisteredModel.name == name)
+    ) is None:
+        return _model_not_found(name)
+    if selector is None or selector == LATEST:
+        return NotFound(f"Model '{name}' has no versions.")
+    return NotFound(f"Model '{name}' has no version or alias {selector!r}.")
+
+
+def resolve_version_ref(session: Session, name: str, selector: object) -> VersionRef:
+    """The version that `selector` (number, alias, 'latest' or None) names now; raises NotFound.
+
+    One query: this is on every prediction.
+    """
+    parsed = parse_selector(selector)
+    if parsed is not None and is_model_name(name):
+        stmt = select(
+            ModelVersion.id,
+            RegisteredModel.name,
+            ModelVersion.version,
+            ModelVersion.sha256,
+            ModelVersion.format,
+        ).join(RegisteredModel, ModelVersion.model_id == RegisteredModel.id).where(
+            RegisteredModel.name == name
+        )
+        row = session.execute(_selector_filter(stmt, parsed)).first()
+        if row is not None:
+            return VersionRef(*row)
+    raise _version_not_found(session, name, selector)
+
+
+def get_version(session: Session, name: str, selector: object) -> ModelVersion:
+    """The full version (features and aliases loaded) that `selector` names; raises NotFound."""
+    ref = resolve_version_ref(session, name, selector)
+    version = session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.id == ref.id)
+        .options(selectinload(ModelVersion.aliases), selectinload(ModelVersion.model))
+    )
+    if version is None:  # deleted between the two reads
+        raise _version_not_found(session, name, selector)
+    return version
+
+
+def get_features(session: Session, version_id: int) -> list[Feature]:
+    """The feature schema of a version, in order."""
+    return list(
+        session.scalars(
+            select(Feature).where(Feature.version_id == version_id).order_by(Feature.position)
+        )
+    )
+
+
+def _get_or_create_model(session: Session, name: str) -> RegisteredModel:
+    model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
+    if model is not None:
+        return model
+    try:
+        # A savepoint, so that losing the race to create the same name only undoes this insert.
+        with session.begin_nested():
+            model = RegisteredModel(name=name, next_version=1)
+            session.add(model)
+    except IntegrityError:
+        model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
+        if model is None:
+            raise
+    return model
+
+
+def _allocate_version_number(session: Session, model: RegisteredModel) -> int:
+    # UPDATE ... RETURNING takes the row lock (PostgreSQL) or the write lock (SQLite) and
+    # increments in one statement: concurrent uploads queue here and get distinct numbers.
+    number = session.execute(
+        update(RegisteredModel)
+        .where(RegisteredModel.id == model.id)
+        .values(next_version=RegisteredModel.next_version + 1, updated_at=utcnow())
+        .returning(RegisteredModel.next_version)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    return int(number) - 1
+
+
+def register_version(
+    session: Session,
+    name: str,
+    artifact: ArtifactFacts,
+    features: Sequence[Mapping[str, Any]],
+    *,
+    description: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    aliases: Iterable[str] = (),
+) -> ModelVersion:
+    """Record the next version of `name` (creating the model), its features and aliases.
+
+    Raises InvalidInput for a bad model or alias name, Conflict for the reserved alias.
+    The artifact must already be stored: once the caller commits, the version exists.
+    """
+    if not is_model_name(name):
+        raise InvalidInput(
+            f"Invalid model name {name!r}: it must match ^[a-z0-9][a-z0-9._-]{{0,63}}$."
+        )
+    alias_names = list(dict.fromkeys(aliases))
+    for alias in alias_names:
+        _check_alias_name(alias)
+    model = _get_or_create_model(session, name)
+    number = _allocate_version_number(session, model)
+    version = ModelVersion(
+        model_id=model.id,
+        version=number,
+        description=description,
+        format=artifact.format,
+        sha256=artifact.sha256,
+        size_bytes=artifact.size_bytes,
+        estimator=artifact.estimator,
+        has_predict_proba=artifact.has_predict_proba,
+        classes=artifact.classes,
+        library_versions=dict(artifact.library_versions),
+        tags=dict(tags or {}),
+        features=[Feature(position=i, **dict(f)) for i, f in enumerate(features)],
+    )
+    session.add(version)
+    session.flush()
+    for alias in alias_names:
+        _point_alias(session, model, alias, version)
+    session.flush()
+    session.refresh(version, ["aliases", "model"])
+    return version
+
+
+def _check_alias_name(alias: str) -> None:
+    if alias == LATEST:
+        raise Conflict("The alias 'latest' is reserved: it always means the highest version.")
+    if not is_alias_name(alias):
+        raise InvalidInput(f"Invalid alias {alias!r}: it must match ^[a-z][a-z0-9_-]{{0,31}}$.")
+
+
+def _point_alias(
+    session: Session, model: RegisteredModel, alias: str, version: ModelVersion
+) -> Alias:
+    row = session.scalar(
+        select(Alias).where(Alias.model_id == model.id, Alias.name == alias).with_for_update()
+    )
+    if row is None:
+        row = Alias(model_id=model.id, name=alias, version_id=version.id)
+        session.add(row)
+    else:
+        row.version_id = version.id
+        row.updated_at = utcnow()
+    model.updated_at = utcnow()
+    return row
+
+
+def set_alias(session: Session, name: str, alias: str, selector: object) -> ModelVersion:
+    """Create or move `alias` of model `name` to the version `selector` names; returns it.
+
+    Raises NotFound, Conflict (reserved alias) or InvalidInput (bad alias name).
+    """
+    model = get_model(session, name)
+    _check_alias_name(alias)
+    ref = resolve_version_ref(session, name, selector)
+    version = session.get_one(ModelVersion, ref.id, with_for_update={"read": True})
+    _point_alias(session, model, alias, version)
+    try:
+        session.flush()
+    except IntegrityError:
+        # The version was deleted under us.
+        raise NotFound(f"Model '{name}' has no version {ref.version}.") from None
+    return version
+
+
+def delete_alias(session: Session, name: str, alias: str) -> None:
+    """Remove an alias; raises NotFound when the model or alias does not exist."""
+    model = get_model(session, name)
+    row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+    if row is None:
+        raise NotFound(f"Model '{name}' has no alias {alias!r}.")
+    session.delete(row)
+    model.updated_at = utcnow()
+
+
+def delete_version(session: Session, name: str, selector: object) -> int:
+    """Delete a version for good (its number is never reused); returns the number.
+
+    Raises NotFound, or Conflict while an alias points to it.
+    """
+    ref = resolve_version_ref(session, name, selector)
+    version = session.get_one(ModelVersion, ref.id, with_for_update=True)
+    blocking = session.scalars(
+        select(Alias.name).where(Alias.version_id == version.id).order_by(Alias.name)
+    ).all()
+    if blocking:
+        raise Conflict(
+            f"Version {ref.version} of '{name}' is the target of alias(es) "
+            f"{', '.join(blocking)}: move or delete them first.",
+            errors={"aliases": list(blocking)},
+        )
+    session.delete(version)
+    try:
+        session.flush()
+    except IntegrityError:
+        # An alias was pointed at it concurrently; the foreign key refused the delete.
+        raise Conflict(
+            f"Version {ref.version} of '{name}' became the target of an alias: try again."
+        ) from None
+    session.execute(
+        update(RegisteredModel).where(RegisteredModel.id == version.model_id).values(updated_at=utcnow())
+    )
+    return ref.version
+
+
+def update_model(session: Session, name: str, *, description: str | None) -> RegisteredModel:
+    """Change a model's description; raises NotFound."""
+    model = get_model(session, name)
+    model.description = description
+    model.updated_at = utcnow()
+    session.flush()
+    return model
+
+
+def sha256_in_use(session: Session, sha256: str) -> bool:
+    """Whether any version still references this artifact (the store keeps it while so)."""
+    return session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1)) is not None

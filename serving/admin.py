@@ -1,0 +1,125 @@
+"""Admin endpoints (bearer MAAS_ADMIN_TOKEN): upload versions, aliases, deletes, descriptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import request, url_for
+from flask.views import MethodView
+
+from registry import service
+from serving.auth import require_token
+from serving.blueprint import Blueprint
+from serving.errors import RequestError
+from serving.models_api import model_detail
+from serving.jsonbody import InvalidJSON, loads_strict
+from serving.registration import register_upload
+from serving.runtime import runtime
+from serving.schemas import (
+    AliasRequestSchema,
+    ModelDetailSchema,
+    PatchModelSchema,
+    UploadFilesSchema,
+    UploadFormSchema,
+    UploadMetadataSchema,
+    VersionSchema,
+)
+
+blp = Blueprint(
+    "admin", __name__, url_prefix="/api/admin", description="Registry administration (admin token)"
+)
+
+UPLOAD_ENDPOINT = "admin.Upload"
+
+
+@blp.before_request
+def _admin_only() -> None:
+    token = runtime().settings.admin_token
+    if not token:
+        raise RequestError(403, "Admin endpoints are disabled: set MAAS_ADMIN_TOKEN to enable them.")
+    require_token(token, what="This admin endpoint")
+    if request.endpoint == UPLOAD_ENDPOINT and request.method == "POST" and request.mimetype != "multipart/form-data":
+        raise RequestError(
+            415,
+            f"Upload the artifact as multipart/form-data (a 'file' part), not {request.mimetype or 'no content type'}.",
+        )
+
+
+def _parse_metadata(raw: str | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = loads_strict(raw)
+    except InvalidJSON as exc:
+        raise RequestError(
+            422, f"'metadata' is {exc}.", {"form": {"metadata": ["Not valid JSON."]}}
+        ) from None
+    if not isinstance(value, dict):
+        raise RequestError(
+            422, "'metadata' must be a JSON object.", {"form": {"metadata": ["Not an object."]}}
+        )
+    try:
+        return UploadMetadataSchema().load(value)  # type: ignore[no-any-return]
+    except ma.ValidationError as exc:
+        raise RequestError(422, "The upload metadata is invalid: see errors.", {"form": {"metadata": exc.messages}}) from None
+
+
+@blp.route("/models/<name>/versions", endpoint="Upload")
+class Upload(MethodView):
+    @blp.arguments(UploadFilesSchema, location="files")
+    @blp.arguments(UploadFormSchema, location="form")
+    @blp.response(201, VersionSchema, headers={"Location": {"description": "URL of the new version", "schema": {"type": "string"}}})
+    @blp.errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
+    def post(self, files: dict[str, Any], form: dict[str, Any], name: str) -> tuple[Any, int, dict[str, str]]:
+        """Upload a new version (joblib, pickle or skops file + optional JSON metadata)"""
+        metadata = _parse_metadata(form.get("metadata"))
+        version = register_upload(runtime(), name, files["file"].stream, metadata)
+        location = url_for("models.Version", name=name, selector=str(version.version))
+        return version, 201, {"Location": location}
+
+
+@blp.route("/models/<name>")
+class AdminModel(MethodView):
+    @blp.arguments(PatchModelSchema)
+    @blp.response(200, ModelDetailSchema)
+    @blp.errors(400, 401, 403, 404, 415, 422, 503)
+    def patch(self, body: dict[str, Any], name: str) -> dict[str, Any]:
+        """Change a model's description"""
+        rt = runtime()
+        with rt.db.write() as session:
+            service.update_model(session, name, description=body["description"])
+            return model_detail(session, name)
+
+
+@blp.route("/models/<name>/aliases/<alias>")
+class AdminAlias(MethodView):
+    @blp.arguments(AliasRequestSchema)
+    @blp.response(200, VersionSchema)
+    @blp.errors(400, 401, 403, 404, 409, 415, 422, 503)
+    def put(self, body: dict[str, Any], name: str, alias: str) -> Any:
+        """Create or move an alias to a version"""
+        with runtime().db.write() as session:
+            version = service.set_alias(session, name, alias, body["version"])
+            session.flush()
+            session.refresh(version, ["aliases", "model"])
+            version.features
+        return version
+
+    @blp.response(204)
+    @blp.errors(401, 403, 404, 503)
+    def delete(self, name: str, alias: str) -> None:
+        """Remove an alias"""
+        with runtime().db.write() as session:
+            service.delete_alias(session, name, alias)
+
+
+@blp.route("/models/<name>/versions/<version>")
+class AdminVersion(MethodView):
+    @blp.response(204)
+    @blp.errors(401, 403, 404, 409, 503)
+    def delete(self, name: str, version: str) -> None:
+        """Delete a version (409 while an alias points to it); its number is never reused"""
+        with runtime().db.write() as session:
+            service.delete_version(session, name, version)
+

@@ -1,0 +1,88 @@
+"""The app factory: reading create_app shows the whole application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui_bundle
+from flask import Flask, request, send_from_directory
+
+from migrations.runner import upgrade_database
+from serving import admin, models_api, ops, predict
+from serving.auth import require_token
+from serving.config import Settings
+from serving.errors import MaasApi, register_error_handlers
+from serving.jsonbody import JSONProvider
+from serving.runtime import Runtime, runtime
+
+API_TITLE = "maas"
+API_VERSION = "1"
+SWAGGER_UI_STATIC = "/docs/static/"
+# Multipart framing and the metadata part ride on top of the artifact's own bytes.
+UPLOAD_OVERHEAD_BYTES = 1 << 20
+
+
+def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> Flask:
+    """Build the Flask app; `upgrade_db` runs the Alembic migrations first (off in workers)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.json = JSONProvider(app)
+    configure_openapi(app)
+    rt = Runtime(settings)
+    if upgrade_db:
+        upgrade_database(rt.db.engine)
+    rt.init_app(app)
+    register_request_guards(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_docs_assets(app)
+    return app
+
+
+def configure_openapi(app: Flask) -> None:
+    app.config.update(
+        API_TITLE=API_TITLE,
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_STATIC,
+        API_SPEC_OPTIONS={
+            "info": {"description": "Model as a Service: a versioned registry and prediction server."},
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            },
+        },
+    )
+
+
+def register_request_guards(app: Flask) -> None:
+    @app.before_request
+    def _limits_and_api_token() -> None:
+        settings = runtime().settings
+        is_upload = request.method == "POST" and request.path.startswith("/api/admin/")
+        request.max_content_length = (
+            settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES if is_upload else settings.max_request_bytes
+        )
+        path = request.path
+        if settings.api_token and (
+            path == "/api" or path.startswith("/api/")
+            or ((path == "/v2" or path.startswith("/v2/")) and not path.startswith("/v2/health/"))
+        ):
+            require_token(settings.api_token, settings.admin_token, what="This endpoint")
+
+
+def register_blueprints(app: Flask) -> None:
+    api = MaasApi(app)
+    for blueprint in (predict.blp, models_api.blp, admin.blp, ops.blp):
+        api.register_blueprint(blueprint)
+
+
+def register_docs_assets(app: Flask) -> None:
+    """Serve Swagger UI's files ourselves so /docs works offline (no CDN)."""
+    assets = Path(swagger_ui_bundle.swagger_ui_path)
+
+    @app.get(SWAGGER_UI_STATIC + "<path:filename>")
+    def swagger_ui_asset(filename: str):  # type: ignore[no-untyped-def]
+        return send_from_directory(assets, filename)

@@ -1,0 +1,28 @@
+"""flask-smorest's Blueprint as maas uses it: strict JSON, the contract's paging, error docs."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import flask_smorest
+
+from serving.jsonbody import StrictJSONParser
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = StrictJSONParser()
+    DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 50, "max_page_size": 1000}
+
+    def errors(self, *codes: int) -> Callable[[F], F]:
+        """Document the error statuses an operation can answer (all in the contract's shape)."""
+
+        def decorator(func: F) -> F:
+            for code in codes:
+                func = self.alt_response(code, response=http.HTTPStatus(code).name)(func)
+            return func
+
+        return decorator

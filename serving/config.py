@@ -1,0 +1,61 @@
+"""Settings from MAAS_* environment variables, with the contract's defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A MAAS_* variable has a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///maas-data/registry.db"
+    store_dir: str = "maas-data/models"
+    admin_token: str | None = None
+    api_token: str | None = None
+    max_batch_rows: int = 10_000
+    max_upload_bytes: int = 1_073_741_824
+    cache_models: int = 32
+    max_request_bytes: int = 10_485_760
+    default_model: str | None = None
+    trusted_modules: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read MAAS_* variables; `overrides` (e.g. from CLI flags) win. Raises ConfigError."""
+        env = os.environ if env is None else env
+        trusted = tuple(
+            m.strip() for m in env.get("MAAS_TRUSTED_MODULES", "").split(",") if m.strip()
+        )
+        settings = cls(
+            database_url=env.get("MAAS_DATABASE_URL") or cls.database_url,
+            store_dir=env.get("MAAS_STORE_DIR") or cls.store_dir,
+            admin_token=env.get("MAAS_ADMIN_TOKEN") or None,
+            api_token=env.get("MAAS_API_TOKEN") or None,
+            max_batch_rows=_int(env, "MAAS_MAX_BATCH_ROWS", cls.max_batch_rows),
+            max_upload_bytes=_int(env, "MAAS_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            cache_models=_int(env, "MAAS_CACHE_MODELS", cls.cache_models),
+            max_request_bytes=_int(env, "MAAS_MAX_REQUEST_BYTES", cls.max_request_bytes),
+            default_model=env.get("MAAS_DEFAULT_MODEL") or None,
+            trusted_modules=trusted,
+        )
+        known = {f.name for f in fields(cls)}
+        return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})

@@ -1,0 +1,130 @@
+"""Every error, from every route, as the contract's JSON: {code, status, message[, errors]}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from flask_smorest import Api
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+from model_store.errors import (
+    ArtifactTooLarge,
+    ArtifactUnavailable,
+    InvalidArtifact,
+    ModelStoreError,
+    PredictionFailed,
+)
+from registry.errors import Conflict, InvalidInput, NotFound, RegistryError
+
+log = logging.getLogger(__name__)
+
+# Headers a client needs to act on the error; everything else of werkzeug's is dropped.
+_PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+
+
+class RequestError(Exception):
+    """An error of the HTTP layer with its status (bad input rows, auth, limits)."""
+
+    def __init__(
+        self, code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def error_response(
+    code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None
+) -> Response:
+    payload: dict[str, Any] = {
+        "code": code,
+        "status": HTTP_STATUS_CODES.get(code, "Unknown Error"),
+        "message": message,
+    }
+    if errors:
+        payload["errors"] = errors
+    response = jsonify(payload)
+    response.status_code = code
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _http_exception(error: HTTPException) -> Response:
+    code = error.code or 500
+    data = getattr(error, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    message = data.get("message")
+    if not message:
+        if errors and code == 422:
+            message = "The request is invalid: see errors."
+        elif errors and code == 400:
+            message = "The request is malformed: see errors."
+        else:
+            message = error.description or HTTP_STATUS_CODES.get(code, "Error")
+    headers = {k: v for k, v in error.get_headers() if k in _PASSED_HEADERS}
+    headers.update(data.get("headers") or {})
+    if code >= 500:
+        message = "Internal server error."
+    return error_response(code, message, errors, headers)
+
+
+class MaasApi(Api):
+    """flask-smorest's Api, with `message` on every error (its own handler omits it on 404/405)."""
+
+    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+        return _http_exception(error)
+
+
+_REGISTRY_STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422}
+_STORE_STATUS = {
+    ArtifactTooLarge: 413,
+    ArtifactUnavailable: 503,
+    PredictionFailed: 422,
+    InvalidArtifact: 422,
+}
+
+
+def _registry_error(error: RegistryError) -> Response:
+    code = next((c for cls, c in _REGISTRY_STATUS.items() if isinstance(error, cls)), 422)
+    return error_response(code, error.message, error.errors)
+
+
+def _store_error(error: ModelStoreError) -> Response:
+    code = next((c for cls, c in _STORE_STATUS.items() if isinstance(error, cls)), 422)
+    offending = getattr(error, "offending", None)
+    return error_response(code, error.message, {"artifact": offending} if offending else None)
+
+
+def _request_error(error: RequestError) -> Response:
+    return error_response(error.code, error.message, error.errors, error.headers)
+
+
+def _database_error(error: DBAPIError) -> Response:
+    if isinstance(error, OperationalError) or error.connection_invalidated:
+        log.warning("database unavailable: %s", error.orig)
+        return error_response(503, "The registry database is unavailable; try again shortly.")
+    log.exception("database error")
+    return error_response(500, "Internal server error.")
+
+
+def _unexpected(error: Exception) -> Response:
+    if isinstance(error, HTTPException):
+        return _http_exception(error)
+    log.exception("unhandled error")
+    return error_response(500, "Internal server error.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map domain errors to HTTP once; nothing else in serving/ reshapes errors."""
+    app.register_error_handler(RegistryError, _registry_error)
+    app.register_error_handler(ModelStoreError, _store_error)
+    app.register_error_handler(RequestError, _request_error)
+    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(Exception, _unexpected)

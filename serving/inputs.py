@@ -1,0 +1,212 @@
+"""Check prediction input against a version's feature schema and shape it for the model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.errors import RequestError
+
+_MISSING = object()
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_value(feature: Mapping[str, Any], value: Any) -> str | None:
+    """The problem with one value, or None if it is fine (None values are handled by the caller)."""
+    kind = feature["type"]
+    vtype = type(value)
+    if kind == "number":
+        if vtype is not int and vtype is not float:
+            return f"Must be a number, not {_json_type(value)}."
+        if vtype is int and not -1.7e308 < value < 1.7e308:
+            return "Number out of range."
+    elif kind == "integer":
+        if vtype is not int:
+            return f"Must be an integer, not {_json_type(value)}."
+        if not INT64_MIN <= value <= INT64_MAX:
+            return "Integer out of range."
+    elif kind == "string":
+        if vtype is not str:
+            return f"Must be a string, not {_json_type(value)}."
+    elif kind == "boolean":
+        if vtype is not bool:
+            return f"Must be a boolean, not {_json_type(value)}."
+    allowed = feature["allowed"]
+    if allowed is not None and value not in allowed:
+        listed = feature["allowed_list"]
+        shown = ", ".join(map(repr, listed[:20])) + (", ..." if len(listed) > 20 else "")
+        return f"Must be one of: {shown}."
+    if feature["minimum"] is not None and value < feature["minimum"]:
+        return f"Must be at least {feature['minimum']}."
+    if feature["maximum"] is not None and value > feature["maximum"]:
+        return f"Must be at most {feature['maximum']}."
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _to_array(kind: str, column: list[Any]) -> np.ndarray:
+    has_missing = any(v is None for v in column)
+    if kind == "number" or (kind == "integer" and has_missing):
+        return np.array([math.nan if v is None else v for v in column], dtype=np.float64)
+    if kind == "integer":
+        return np.array(column, dtype=np.int64)
+    if kind == "boolean" and not has_missing:
+        return np.array(column, dtype=bool)
+    return np.array([math.nan if v is None else v for v in column], dtype=object)
+
+
+class InputSchema:
+    """A version's feature schema, compiled once per version and used on every prediction."""
+
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        features: Sequence[Mapping[str, Any]],
+        column_names: Sequence[str] | None,
+        max_rows: int,
+    ) -> None:
+        self.label = f"'{model}' version {version}"
+        self.features = [
+            dict(
+                f,
+                allowed=frozenset(f["allowed"]) if f["allowed"] is not None else None,
+                allowed_list=list(f["allowed"] or []),
+            )
+            for f in features
+        ]
+        self.by_name = {f["name"]: f for f in self.features}
+        # Models fitted on a DataFrame get one with their own column order; others get numpy.
+        self.column_names = list(column_names) if column_names is not None else None
+        self.max_rows = max_rows
+
+    # -- shapes -------------------------------------------------------------------------
+    def _columns(self, data: Any) -> tuple[dict[str, list[Any]], int, dict[str, Any]]:
+        """Columns of equal length from any of the three shapes, plus shape-level errors."""
+        if isinstance(data, dict):
+            arrays = [isinstance(v, list) for v in data.values()]
+            if data and all(arrays):
+                lengths = {k: len(v) for k, v in data.items()}
+                if len(set(lengths.values())) > 1:
+                    raise RequestError(
+                        422,
+                        "Columnar data needs arrays of one length; got "
+                        + ", ".join(f"{k}: {n}" for k, n in lengths.items()) + ".",
+                        {"json": {"data": {k: [f"Array of length {n}."] for k, n in lengths.items()}}},
+                    )
+                n = next(iter(lengths.values()))
+                self._check_rows(n)
+                return data, n, {}
+            if any(arrays):
+                raise RequestError(
+                    422,
+                    "The data object mixes arrays and scalars: use all arrays (columns) or all "
+                    "scalars (one record).",
+                    {"json": {"data": {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)}}},
+                )
+            return {k: [v] for k, v in data.items()}, 1, {}
+        if isinstance(data, list):
+            self._check_rows(len(data))
+            columns: dict[str, list[Any]] = {}
+            errors: dict[str, Any] = {}
+            for i, record in enumerate(data):
+                if not isinstance(record, dict):
+                    errors[str(i)] = {"_schema": ["Each record must be an object."]}
+                    continue
+                for key, value in record.items():
+                    columns.setdefault(key, [_MISSING] * len(data))[i] = value
+            for name in self.by_name:
+                columns.setdefault(name, [_MISSING] * len(data))
+            return columns, len(data), errors
+        raise RequestError(
+            422,
+            "'data' must be an object (columns or one record) or an array of records.",
+            {"json": {"data": [f"Must be an object or an array, not {_json_type(data)}."]}},
+        )
+
+    def _check_rows(self, n: int) -> None:
+        if n == 0:
+            raise RequestError(422, "The data has no rows.", {"json": {"data": ["No rows."]}})
+        if n > self.max_rows:
+            raise RequestError(
+                413, f"The request has {n} rows, more than the limit of {self.max_rows}."
+            )
+
+    # -- the check ----------------------------------------------------------------------
+    def to_model_input(self, data: Any) -> tuple[Any, int]:
+        """The model's input (DataFrame or 2-D array) and its row count.
+
+        Raises RequestError 422 naming every offending feature (and row), 413 past the row limit.
+        """
+        columns, n, row_errors = self._columns(data)
+        feature_errors: dict[str, list[str]] = {}
+
+        def problem(row: int, name: str, message: str) -> None:
+            target = row_errors.setdefault(str(row), {}) if n > 1 else feature_errors
+            target.setdefault(name, []).append(message)
+
+        for name in columns:
+            if name not in self.by_name:
+                column = columns[name]
+                if n > 1 and isinstance(data, list):
+                    for row, value in enumerate(column):
+                        if value is not _MISSING:
+                            problem(row, name, "Unknown feature.")
+                else:
+                    feature_errors[name] = ["Unknown feature."]
+
+        arrays: dict[str, np.ndarray] = {}
+        for feature in self.features:
+            name = feature["name"]
+            column = columns.get(name)
+            if column is None:  # an absent column in columnar / one-record data
+                if feature["required"]:
+                    feature_errors[name] = ["Missing feature."]
+                    continue
+                column = [None] * n
+            values = []
+            for row, value in enumerate(column):
+                if value is _MISSING or value is None:
+                    if feature["required"]:
+                        problem(row, name, "Missing feature." if value is _MISSING else "Must not be null.")
+                    values.append(None)
+                    continue
+                message = _check_value(feature, value)
+                if message is not None:
+                    problem(row, name, message)
+                values.append(value)
+            arrays[name] = values  # type: ignore[assignment]
+
+        errors: dict[str, Any] = {**feature_errors, **row_errors}
+        if errors:
+            count = sum(len(v) if isinstance(v, dict) else 1 for v in errors.values())
+            raise RequestError(
+                422,
+                f"The input does not match the feature schema of {self.label}: {count} problem(s).",
+                {"json": {"data": errors}},
+            )
+        typed = {f["name"]: _to_array(f["type"], arrays[f["name"]]) for f in self.features}
+        if self.column_names is not None:
+            return pd.DataFrame({name: typed[name] for name in self.column_names}, copy=False), n
+        if len(typed) == 1 or len({a.dtype for a in typed.values()}) == 1:
+            return np.column_stack([typed[f["name"]] for f in self.features]), n
+        return np.column_stack([typed[f["name"]].astype(object) for f in self.features]), n

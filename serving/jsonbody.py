@@ -1,0 +1,87 @@
+"""Strict JSON request bodies: no NaN/Infinity, bounded depth, an object at the top."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+import flask
+from flask.json.provider import DefaultJSONProvider
+from webargs.flaskparser import FlaskParser
+
+from serving.errors import RequestError
+
+MAX_DEPTH = 64
+
+
+class InvalidJSON(ValueError):
+    """Text that is not strict JSON (message safe to show)."""
+
+
+def _reject_constant(token: str) -> NoReturn:
+    raise InvalidJSON(f"not valid JSON: {token} is not a JSON value")
+
+
+def _check_depth(value: Any) -> None:
+    # Iterative, so a deep document cannot exhaust the stack here either.
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidJSON(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+
+
+def loads_strict(raw: str | bytes) -> Any:
+    """Parse JSON refusing NaN/Infinity and nesting deeper than MAX_DEPTH; raises InvalidJSON."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidJSON(f"nested deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError:
+        raise InvalidJSON("not valid JSON: it is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJSON(
+            f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    _check_depth(value)
+    return value
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object; raises RequestError(400) for anything else."""
+    if not raw.strip():
+        raise RequestError(400, "The request body is empty: send a JSON object.")
+    try:
+        value = loads_strict(raw)
+    except InvalidJSON as exc:
+        raise RequestError(400, f"The body is {exc}.") from None
+    if not isinstance(value, dict):
+        raise RequestError(400, "The JSON body must be an object.")
+    return value  # type: ignore[no-any-return]
+
+
+def is_json_mimetype(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+class StrictJSONParser(FlaskParser):
+    """webargs' parser, reading JSON bodies with parse_json_body (415 for other content types)."""
+
+    def load_json(self, req: flask.Request, schema: Any) -> Any:
+        if req.mimetype and not is_json_mimetype(req.mimetype):
+            raise RequestError(415, f"Send the body as application/json, not {req.mimetype}.")
+        return parse_json_body(req.get_data(cache=True))
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Responses keep their key order (no sorting costs on the hot path)."""
+
+    sort_keys = False
+    compact = True
+

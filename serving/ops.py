@@ -1,0 +1,49 @@
+"""Operations: liveness and readiness."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, jsonify
+from flask.views import MethodView
+
+from serving.blueprint import Blueprint
+from serving.errors import error_response
+from serving.runtime import runtime
+from serving.schemas import HealthSchema
+
+log = logging.getLogger(__name__)
+
+blp = Blueprint("ops", __name__, url_prefix="/health", description="Health checks")
+
+
+@blp.route("/live")
+class Live(MethodView):
+    @blp.response(200, HealthSchema)
+    def get(self) -> dict[str, Any]:
+        """200 while the process runs"""
+        return {"status": "ok"}
+
+
+@blp.route("/ready")
+class Ready(MethodView):
+    @blp.alt_response(200, schema=HealthSchema, success=True, description="Ready")
+    @blp.errors(503)
+    def get(self) -> Response:
+        """200 when the database and the model store answer, else 503"""
+        rt = runtime()
+        problems = []
+        try:
+            rt.db.ping()
+        except Exception as exc:  # any failure to reach the database means "not ready"
+            log.warning("readiness: database: %s", exc)
+            problems.append("the registry database does not answer")
+        try:
+            rt.store.check()
+        except OSError as exc:
+            log.warning("readiness: model store: %s", exc)
+            problems.append("the model store is not writable")
+        if problems:
+            return error_response(503, "Not ready: " + "; ".join(problems) + ".")
+        return jsonify({"status": "ready"})

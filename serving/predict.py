@@ -1,0 +1,102 @@
+"""Predictions: POST /api/predict, the path-based variants, and the seed's POST/GET /api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+from flask.views import MethodView
+from sqlalchemy import func, select
+
+from registry import service
+from registry.errors import NotFound
+from registry.models import RegisteredModel
+from registry.names import LATEST
+from serving.blueprint import Blueprint
+from serving.runtime import runtime
+from serving.schemas import (
+    DefaultModelSchema,
+    DefaultPredictSchema,
+    PathPredictSchema,
+    PredictResponseSchema,
+    PredictSchema,
+)
+
+blp = Blueprint("predict", __name__, url_prefix="/api", description="Predictions")
+
+PREDICT_ERRORS = (400, 401, 404, 413, 415, 422, 503)
+
+
+def _predict(name: str, selector: object, body: dict[str, Any]) -> Response:
+    prediction = runtime().predict(name, selector, body["data"], body["return_probabilities"])
+    return jsonify(prediction.as_json())
+
+
+def default_model_name() -> str:
+    """MAAS_DEFAULT_MODEL, else the only registered model; raises NotFound with how to set one."""
+    rt = runtime()
+    if rt.settings.default_model:
+        return rt.settings.default_model
+    with rt.db.read() as session:
+        count = session.scalar(select(func.count()).select_from(RegisteredModel)) or 0
+        if count == 1:
+            return session.scalars(select(RegisteredModel.name)).one()
+    raise NotFound(
+        f"No default model: {count} models are registered. Name one in the request's 'model', "
+        "or set MAAS_DEFAULT_MODEL."
+    )
+
+
+@blp.route("/predict")
+class Predict(MethodView):
+    @blp.arguments(PredictSchema)
+    @blp.alt_response(200, schema=PredictResponseSchema, success=True, description="Predictions")
+    @blp.errors(*PREDICT_ERRORS)
+    def post(self, body: dict[str, Any]) -> Response:
+        """Predict with the model and version named in the body"""
+        return _predict(body["model"], body["version"], body)
+
+
+@blp.route("/models/<name>/versions/<selector>/predict")
+class PredictVersion(MethodView):
+    @blp.arguments(PathPredictSchema)
+    @blp.alt_response(200, schema=PredictResponseSchema, success=True, description="Predictions")
+    @blp.errors(*PREDICT_ERRORS)
+    def post(self, body: dict[str, Any], name: str, selector: str) -> Response:
+        """Predict with a version (number, alias or `latest`)"""
+        return _predict(name, selector, body)
+
+
+@blp.route("/models/<name>/predict")
+class PredictLatest(MethodView):
+    @blp.arguments(PathPredictSchema)
+    @blp.alt_response(200, schema=PredictResponseSchema, success=True, description="Predictions")
+    @blp.errors(*PREDICT_ERRORS)
+    def post(self, body: dict[str, Any], name: str) -> Response:
+        """Predict with the latest version of a model"""
+        return _predict(name, LATEST, body)
+
+
+@blp.route("")
+class DefaultModel(MethodView):
+    @blp.response(200, DefaultModelSchema)
+    @blp.errors(401, 404, 503)
+    def get(self) -> dict[str, Any]:
+        """Describe the default model's latest version (the seed's route)"""
+        name = default_model_name()
+        with runtime().db.read() as session:
+            version = service.get_version(session, name, LATEST)
+            features = list(version.features)
+        return {
+            "model_name": name,
+            "version": version.version,
+            "feature_names": [f.name for f in features],
+            "features": features,
+        }
+
+    @blp.arguments(DefaultPredictSchema)
+    @blp.alt_response(200, schema=PredictResponseSchema, success=True, description="Predictions")
+    @blp.errors(*PREDICT_ERRORS)
+    def post(self, body: dict[str, Any]) -> Response:
+        """Predict with the named model, or the default model when none is named (the seed's route)"""
+        return _predict(body["model"] or default_model_name(), body["version"], body)

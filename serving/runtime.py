@@ -1,0 +1,146 @@
+"""What one worker holds: settings, database, model store, and the versions it serves."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flask import Flask, current_app
+
+from model_store.cache import EstimatorCache
+from model_store.errors import PredictionFailed
+from model_store.store import ArtifactStore
+from registry import service
+from registry.db import Database
+from registry.service import VersionRef
+from serving.config import Settings
+from serving.inputs import InputSchema
+
+INPUT_SCHEMAS_KEPT = 4096
+
+
+def _json_values(values: Any) -> list[Any]:
+    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as null."""
+    array = np.asarray(values)
+    if array.dtype.kind in "biuU" or (array.dtype.kind == "f" and np.isfinite(array).all()):
+        return array.tolist()  # type: ignore[no-any-return]
+    return [_json_scalar(v) for v in array.tolist()]
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_json_scalar(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class Prediction:
+    model: str
+    version: int
+    predictions: list[Any]
+    probabilities: list[dict[str, float | None]] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "version": self.version,
+            "predictions": self.predictions,
+        }
+        if self.probabilities is not None:
+            body["probabilities"] = self.probabilities
+        return body
+
+
+class Runtime:
+    """The per-worker services behind the blueprints; built by create_app, found via `runtime()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.store = ArtifactStore(settings.store_dir)
+        self.estimators = EstimatorCache(self.store, settings.cache_models, settings.trusted_modules)
+        self._inputs: OrderedDict[int, InputSchema] = OrderedDict()
+        self._inputs_lock = threading.Lock()
+
+    def init_app(self, app: Flask) -> None:
+        self.store.init()
+        app.extensions["maas"] = self
+
+    def input_schema(self, ref: VersionRef, estimator: Any) -> InputSchema:
+        """The compiled feature schema of a version (read from the database once per worker)."""
+        with self._inputs_lock:
+            schema = self._inputs.get(ref.id)
+            if schema is not None:
+                self._inputs.move_to_end(ref.id)
+                return schema
+        with self.db.read() as session:
+            features = [
+                {
+                    "name": f.name,
+                    "type": f.type,
+                    "required": f.required,
+                    "allowed": f.allowed,
+                    "minimum": f.minimum,
+                    "maximum": f.maximum,
+                }
+                for f in service.get_features(session, ref.id)
+            ]
+        schema = self.compile_inputs(ref.model, ref.version, features, estimator)
+        with self._inputs_lock:
+            self._inputs[ref.id] = schema
+            while len(self._inputs) > INPUT_SCHEMAS_KEPT:
+                self._inputs.popitem(last=False)
+        return schema
+
+    def compile_inputs(
+        self, model: str, version: int, features: list[dict[str, Any]], estimator: Any
+    ) -> InputSchema:
+        names = getattr(estimator, "feature_names_in_", None)
+        return InputSchema(
+            model,
+            version,
+            features,
+            [str(n) for n in names] if names is not None else None,
+            self.settings.max_batch_rows,
+        )
+
+    def predict(self, name: str, selector: object, data: Any, with_probabilities: bool) -> Prediction:
+        """Resolve, check, predict: the hot path of every prediction route."""
+        with self.db.read() as session:
+            ref = service.resolve_version_ref(session, name, selector)
+        estimator = self.estimators.get(ref.sha256, ref.format)
+        model_input, _ = self.input_schema(ref, estimator).to_model_input(data)
+        return run_model(ref.model, ref.version, estimator, model_input, with_probabilities)
+
+
+def run_model(
+    model: str, version: int, estimator: Any, model_input: Any, with_probabilities: bool
+) -> Prediction:
+    """Call the estimator; its own failures become PredictionFailed (422), never a 500."""
+    label = f"'{model}' version {version}"
+    if with_probabilities and not callable(getattr(estimator, "predict_proba", None)):
+        raise PredictionFailed(f"Model {label} has no predict_proba: it cannot return probabilities.")
+    try:
+        predictions = _json_values(estimator.predict(model_input))
+        probabilities = None
+        if with_probabilities:
+            proba = np.asarray(estimator.predict_proba(model_input), dtype=np.float64)
+            keys = [str(c) for c in np.asarray(estimator.classes_).tolist()]
+            probabilities = [dict(zip(keys, _json_values(row))) for row in proba]
+    except Exception as exc:  # the model's code, not ours: report it narrowly
+        raise PredictionFailed(
+            f"Model {label} failed to predict on this input ({type(exc).__name__})."
+        ) from None
+    return Prediction(model, version, predictions, probabilities)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["maas"]  # type: ignore[no-any-return]

@@ -1,0 +1,201 @@
+"""Marshmallow schemas of the HTTP contract (they also write the OpenAPI document)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from model_store.schema import FEATURE_TYPES
+
+
+class StrictSchema(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+        ordered = True
+
+
+class FiniteFloat(fields.Float):
+    """A JSON number that is finite (NaN and infinities cannot be sent as JSON anyway)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_nan=False, **kwargs)
+
+
+class FeatureSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    type = fields.String(load_default="number", validate=validate.OneOf(FEATURE_TYPES))
+    required = fields.Boolean(load_default=True)
+    allowed = fields.List(fields.Raw(), load_default=None, allow_none=True)
+    minimum = FiniteFloat(load_default=None, allow_none=True)
+    maximum = FiniteFloat(load_default=None, allow_none=True)
+
+    @ma.validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        kind = data.get("type", "number")
+        numeric = kind in ("number", "integer")
+        if not numeric and (data.get("minimum") is not None or data.get("maximum") is not None):
+            raise ma.ValidationError("Bounds apply to number and integer features only.", "minimum")
+        low, high = data.get("minimum"), data.get("maximum")
+        if low is not None and high is not None and low > high:
+            raise ma.ValidationError("minimum is greater than maximum.", "minimum")
+        allowed = data.get("allowed")
+        if allowed is not None:
+            if not allowed:
+                raise ma.ValidationError("allowed must list at least one value.", "allowed")
+            check = {
+                "number": lambda v: type(v) in (int, float) and math.isfinite(v),
+                "integer": lambda v: type(v) is int,
+                "string": lambda v: type(v) is str,
+                "boolean": lambda v: type(v) is bool,
+            }[kind]
+            bad = [v for v in allowed if not check(v)]
+            if bad:
+                raise ma.ValidationError(f"Values not of type {kind}: {bad[:5]!r}.", "allowed")
+
+
+class UploadMetadataSchema(StrictSchema):
+    description = fields.String(allow_none=True, validate=validate.Length(max=10_000))
+    features = fields.List(fields.Nested(FeatureSchema), validate=validate.Length(min=1, max=10_000))
+    tags = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=255)),
+        values=fields.String(validate=validate.Length(max=10_000)),
+    )
+    aliases = fields.List(fields.String(), validate=validate.Length(max=100))
+    example = fields.Raw(metadata={"description": "A `data` value the new version must predict without error."})
+
+
+class UploadFilesSchema(ma.Schema):
+    file = fields.Raw(
+        required=True,
+        metadata={"type": "string", "format": "binary", "description": "joblib, pickle or skops file"},
+    )
+
+
+class UploadFormSchema(ma.Schema):
+    metadata = fields.String(
+        metadata={"description": "JSON object: description, features, tags, aliases, example"}
+    )
+
+
+class FeatureOutSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    name = fields.String()
+    type = fields.String()
+    required = fields.Boolean()
+    allowed = fields.List(fields.Raw(), allow_none=True)
+    minimum = fields.Float(allow_none=True)
+    maximum = fields.Float(allow_none=True)
+
+
+class VersionSummarySchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    model = fields.Function(lambda v: v.model.name)
+    version = fields.Integer()
+    aliases = fields.Function(lambda v: [a.name for a in v.aliases])
+    description = fields.String(allow_none=True)
+    format = fields.String()
+    sha256 = fields.String()
+    size_bytes = fields.Integer()
+    estimator = fields.String()
+    has_predict_proba = fields.Boolean()
+    tags = fields.Dict(keys=fields.String(), values=fields.String())
+    created_at = fields.DateTime(format="iso")
+
+
+class VersionSchema(VersionSummarySchema):
+    classes = fields.List(fields.Raw(), allow_none=True)
+    features = fields.List(fields.Nested(FeatureOutSchema))
+    library_versions = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class ModelSummarySchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    latest_version = fields.Integer(allow_none=True)
+    aliases = fields.Dict(keys=fields.String(), values=fields.Integer())
+    created_at = fields.DateTime(format="iso")
+    updated_at = fields.DateTime(format="iso")
+
+
+class ModelDetailSchema(ModelSummarySchema):
+    versions = fields.List(fields.Nested(VersionSummarySchema))
+
+
+class PatchModelSchema(StrictSchema):
+    description = fields.String(required=True, allow_none=True, validate=validate.Length(max=10_000))
+
+
+class AliasRequestSchema(StrictSchema):
+    version = fields.Raw(
+        required=True,
+        metadata={"description": "The version the alias points to (a number, or a version selector)",
+                  "example": 3},
+    )
+
+
+SELECTOR_DOC = {
+    "description": "Version selector: a version number, an alias, or `latest` (default)",
+    "oneOf": [{"type": "integer"}, {"type": "string"}],
+    "nullable": True,
+}
+
+
+class PathPredictSchema(StrictSchema):
+    data = fields.Raw(
+        required=True,
+        metadata={
+            "description": "Columns (object of equal-length arrays), one record (object of "
+            "scalars), or records (array of objects)",
+            "example": {"age": [35, 52], "income": [42000, 61000]},
+        },
+    )
+    return_probabilities = fields.Boolean(load_default=False)
+
+
+class PredictSchema(PathPredictSchema):
+    model = fields.String(required=True, metadata={"example": "credit-default"})
+    version = fields.Raw(load_default=None, allow_none=True, metadata=SELECTOR_DOC)
+
+
+class DefaultPredictSchema(PredictSchema):
+    model = fields.String(
+        load_default=None, allow_none=True,
+        metadata={"description": "Defaults to the default model (MAAS_DEFAULT_MODEL, or the only one)"},
+    )
+
+
+class PredictResponseSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    model = fields.String()
+    version = fields.Integer()
+    predictions = fields.List(fields.Raw())
+    probabilities = fields.List(
+        fields.Dict(keys=fields.String(), values=fields.Float(allow_none=True)),
+        metadata={"description": "Only when return_probabilities is true"},
+    )
+
+
+class DefaultModelSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    model_name = fields.String()
+    version = fields.Integer()
+    feature_names = fields.List(fields.String())
+    features = fields.List(fields.Nested(FeatureOutSchema))
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String()
