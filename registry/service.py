@@ -114,7 +114,7 @@ def _versions_of(model: RegisteredModel) -> Select[tuple[ModelVersion]]:
     return (
         select(ModelVersion)
         .where(ModelVersion.model_id == model.id)
-        .options(selectinload(ModelVersion.aliases))
+        .options(selectinload(ModelVersion.aliases), selectinload(ModelVersion.model))
         .order_by(ModelVersion.version.desc())
     )
 

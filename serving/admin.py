@@ -20,9 +20,8 @@ from serving.schemas import (
     AliasRequestSchema,
     ModelDetailSchema,
     PatchModelSchema,
-    UploadFilesSchema,
-    UploadFormSchema,
     UploadMetadataSchema,
+    UploadSchema,
     VersionSchema,
 )
 
@@ -67,14 +66,13 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
 
 @blp.route("/models/<name>/versions", endpoint="Upload")
 class Upload(MethodView):
-    @blp.arguments(UploadFilesSchema, location="files")
-    @blp.arguments(UploadFormSchema, location="form")
+    @blp.arguments(UploadSchema, location="multipart")
     @blp.response(201, VersionSchema, headers={"Location": {"description": "URL of the new version", "schema": {"type": "string"}}})
     @blp.errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
-    def post(self, files: dict[str, Any], form: dict[str, Any], name: str) -> tuple[Any, int, dict[str, str]]:
+    def post(self, parts: dict[str, Any], name: str) -> tuple[Any, int, dict[str, str]]:
         """Upload a new version (joblib, pickle or skops file + optional JSON metadata)"""
-        metadata = _parse_metadata(form.get("metadata"))
-        version = register_upload(runtime(), name, files["file"].stream, metadata)
+        metadata = _parse_metadata(parts.get("metadata"))
+        version = register_upload(runtime(), name, parts["file"].stream, metadata)
         location = url_for("models.Version", name=name, selector=str(version.version))
         return version, 201, {"Location": location}
 

@@ -16,6 +16,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictJSONParser()
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 50, "max_page_size": 1000}
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
+        **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
+        "multipart": "multipart/form-data",
+    }
 
     def errors(self, *codes: int) -> Callable[[F], F]:
         """Document the error statuses an operation can answer (all in the contract's shape)."""

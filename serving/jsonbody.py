@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 import flask
 from flask.json.provider import DefaultJSONProvider
 from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import CombinedMultiDict
 
 from serving.errors import RequestError
 
@@ -71,7 +72,15 @@ def is_json_mimetype(mimetype: str) -> bool:
 
 
 class StrictJSONParser(FlaskParser):
-    """webargs' parser, reading JSON bodies with parse_json_body (415 for other content types)."""
+    """webargs' parser, reading JSON bodies with parse_json_body (415 for other content types).
+
+    Adds the location "multipart": the files and form fields of one multipart body.
+    """
+
+    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
+
+    def load_multipart(self, req: flask.Request, schema: Any) -> Any:
+        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
 
     def load_json(self, req: flask.Request, schema: Any) -> Any:
         if req.mimetype and not is_json_mimetype(req.mimetype):

@@ -67,14 +67,13 @@ class UploadMetadataSchema(StrictSchema):
     example = fields.Raw(metadata={"description": "A `data` value the new version must predict without error."})
 
 
-class UploadFilesSchema(ma.Schema):
+class UploadSchema(StrictSchema):
+    """The multipart body of an upload."""
+
     file = fields.Raw(
         required=True,
         metadata={"type": "string", "format": "binary", "description": "joblib, pickle or skops file"},
     )
-
-
-class UploadFormSchema(ma.Schema):
     metadata = fields.String(
         metadata={"description": "JSON object: description, features, tags, aliases, example"}
     )

@@ -1,0 +1,185 @@
+"""Fixtures: a fresh database per test (SQLite file always, PostgreSQL when configured),
+real scikit-learn models trained once per session, and the Flask app built per test."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from serving.app import create_app
+from serving.config import Settings
+
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PG_ENV = "MAAS_TEST_DATABASE_URL"
+
+
+# -- databases ------------------------------------------------------------------------------
+def _postgres_database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, created here and dropped afterwards."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: PostgreSQL runs skipped")
+    name = f"maas_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database of this test's own: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        store_dir=str(tmp_path / "store"),
+        admin_token=ADMIN_TOKEN,
+    )
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Iterator[Any]:
+    """Build apps on this test's database and store (e.g. with other settings); disposed after."""
+    apps = []
+
+    def build(**overrides: Any) -> Any:
+        from dataclasses import replace
+
+        app = create_app(replace(settings, **overrides))
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["maas"].db.dispose()
+
+
+@pytest.fixture
+def app(make_app: Any) -> Any:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+# -- models ---------------------------------------------------------------------------------
+def loans(rows: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, rows).astype(float),
+            "income": rng.normal(50000, 15000, rows),
+            "gender": rng.choice(["female", "male"], rows),
+            "region": rng.choice(["north", "south", "east"], rows),
+        }
+    )
+    target = ((frame["income"] < 45000) ^ (frame["region"] == "east")).astype(int).to_numpy()
+    return frame, target
+
+
+@pytest.fixture(scope="session")
+def credit_pipeline() -> Pipeline:
+    """A ColumnTransformer + OneHotEncoder + LogisticRegression pipeline fitted on a DataFrame."""
+    frame, target = loans()
+    model = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), ["age", "income"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["gender", "region"]),
+                    ]
+                ),
+            ),
+            ("clf", LogisticRegression(max_iter=500)),
+        ]
+    )
+    return model.fit(frame, target)
+
+
+@pytest.fixture(scope="session")
+def regressor() -> LinearRegression:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x1": rng.normal(size=200), "x2": rng.normal(size=200)})
+    return LinearRegression().fit(frame, 3 * frame["x1"] - 2 * frame["x2"] + 1)
+
+
+@pytest.fixture(scope="session")
+def string_classifier() -> RandomForestClassifier:
+    """A classifier whose class labels are strings."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"height": rng.normal(170, 10, 200), "weight": rng.normal(70, 12, 200)})
+    labels = np.where(frame["weight"] / (frame["height"] / 100) ** 2 > 25, "heavy", "light")
+    return RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, labels)
+
+
+@pytest.fixture(scope="session")
+def numpy_model() -> LogisticRegression:
+    """A model fitted on a bare numpy array: no feature_names_in_."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 3))
+    return LogisticRegression().fit(X, (X[:, 0] + X[:, 1] > 0).astype(int))
+
+
+def joblib_bytes(model: Any, **kwargs: Any) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def upload(
+    client: Any,
+    name: str,
+    artifact: Any,
+    metadata: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    filename: str = "model.joblib",
+) -> Any:
+    """POST an artifact (a fitted model, or raw bytes) to the admin upload endpoint."""
+    payload = artifact if isinstance(artifact, bytes) else joblib_bytes(artifact)
+    form: dict[str, Any] = {"file": (io.BytesIO(payload), filename)}
+    if metadata is not None:
+        form["metadata"] = json.dumps(metadata)
+    return client.post(
+        f"/api/admin/models/{name}/versions",
+        data=form,
+        headers=ADMIN if headers is None else headers,
+        content_type="multipart/form-data",
+    )
+
+
+CREDIT_ROW = {"age": 35.0, "income": 42000.0, "gender": "male", "region": "north"}

@@ -1,0 +1,23 @@
+"""Estimators defined by the tests; they load only when MAAS_TRUSTED_MODULES trusts `tests`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+
+class PickyRegressor(RegressorMixin, BaseEstimator):
+    """Predicts the sum of a row, and raises on negative input (a model that fails on some rows)."""
+
+    def fit(self, X: Any, y: Any = None) -> PickyRegressor:
+        self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        values = np.asarray(X, dtype=float)
+        if (values < 0).any():
+            raise ValueError("negative input at /secret/path/model.py")
+        return values.sum(axis=1)

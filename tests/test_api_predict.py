@@ -1,0 +1,315 @@
+"""Predictions through the Flask test client, on real models, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
+
+from tests.conftest import CREDIT_ROW, upload
+from tests.fixture_models import PickyRegressor
+
+
+@pytest.fixture
+def credit(client: Any, credit_pipeline: Any) -> Any:
+    response = upload(client, "credit", credit_pipeline, {"aliases": ["production"]})
+    assert response.status_code == 201, response.json
+    return credit_pipeline
+
+
+def expected(model: Any, rows: list[dict[str, Any]]) -> list[Any]:
+    return model.predict(pd.DataFrame(rows)).tolist()
+
+
+ROWS = [
+    CREDIT_ROW,
+    {"age": 61.0, "income": 30500.5, "gender": "female", "region": "east"},
+    {"age": 23.0, "income": 71000.0, "gender": "female", "region": "south"},
+]
+
+
+def test_one_record(client: Any, credit: Any) -> None:
+    r = client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW})
+    assert r.status_code == 200
+    assert r.json == {"model": "credit", "version": 1, "predictions": expected(credit, [CREDIT_ROW])}
+
+
+def test_columnar(client: Any, credit: Any) -> None:
+    columns = {k: [row[k] for row in ROWS] for k in CREDIT_ROW}
+    r = client.post("/api/predict", json={"model": "credit", "data": columns})
+    assert r.status_code == 200
+    assert r.json["predictions"] == expected(credit, ROWS)
+
+
+def test_records(client: Any, credit: Any) -> None:
+    r = client.post("/api/predict", json={"model": "credit", "data": ROWS})
+    assert r.status_code == 200
+    assert r.json["predictions"] == expected(credit, ROWS)
+
+
+def test_probabilities(client: Any, credit: Any) -> None:
+    r = client.post(
+        "/api/predict", json={"model": "credit", "data": ROWS, "return_probabilities": True}
+    )
+    assert r.status_code == 200
+    proba = credit.predict_proba(pd.DataFrame(ROWS))
+    assert len(r.json["probabilities"]) == 3
+    for row, probs in zip(r.json["probabilities"], proba):
+        assert set(row) == {"0", "1"}
+        assert row["0"] == pytest.approx(probs[0])
+        assert row["1"] == pytest.approx(probs[1])
+
+
+def test_probabilities_absent_unless_asked(client: Any, credit: Any) -> None:
+    r = client.post("/api/predict", json={"model": "credit", "data": ROWS})
+    assert "probabilities" not in r.json
+
+
+@pytest.mark.parametrize("selector", [1, "1", "production", "latest", None])
+def test_version_selectors(client: Any, credit: Any, selector: Any) -> None:
+    r = client.post("/api/predict", json={"model": "credit", "version": selector, "data": CREDIT_ROW})
+    assert r.status_code == 200
+    assert r.json["version"] == 1
+
+
+@pytest.mark.parametrize(
+    "selector", [2, "2", "staging", "LATEST", True, 1.5, -1, 0, "", "1.0", 2**70, str(2**70), "٣", [1], {"a": 1}]
+)
+def test_unknown_selectors_are_404(client: Any, credit: Any, selector: Any) -> None:
+    r = client.post("/api/predict", json={"model": "credit", "version": selector, "data": CREDIT_ROW})
+    assert r.status_code == 404
+    assert r.json["code"] == 404 and r.json["status"] == "Not Found" and r.json["message"]
+
+
+def test_path_variants(client: Any, credit: Any, regressor: Any) -> None:
+    assert upload(client, "credit", regressor).status_code == 201
+    r = client.post("/api/models/credit/versions/production/predict", json={"data": CREDIT_ROW})
+    assert r.status_code == 200 and r.json["version"] == 1
+    r = client.post("/api/models/credit/versions/1/predict", json={"data": CREDIT_ROW})
+    assert r.status_code == 200 and r.json["version"] == 1
+    r = client.post("/api/models/credit/predict", json={"data": {"x1": 1.0, "x2": 2.0}})
+    assert r.status_code == 200 and r.json["version"] == 2
+    assert r.json["predictions"][0] == pytest.approx(3 * 1 - 2 * 2 + 1)
+    r = client.post("/api/models/credit/versions/latest/predict", json={"data": {"x1": 0, "x2": 0}})
+    assert r.status_code == 200 and r.json["predictions"][0] == pytest.approx(1.0)
+
+
+def test_latest_moves_with_uploads_and_deletes(client: Any, credit: Any, credit_pipeline: Any) -> None:
+    from tests.conftest import ADMIN
+
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    assert client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW}).json["version"] == 2
+    assert client.delete("/api/admin/models/credit/versions/2", headers=ADMIN).status_code == 204
+    r = client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW})
+    assert r.json["version"] == 1
+    r = client.post("/api/predict", json={"model": "credit", "version": 2, "data": CREDIT_ROW})
+    assert r.status_code == 404
+
+
+def test_string_labels(client: Any, string_classifier: Any) -> None:
+    assert upload(client, "bmi", string_classifier).status_code == 201
+    rows = [{"height": 180.0, "weight": 100.0}, {"height": 180.0, "weight": 55.0}]
+    r = client.post("/api/predict", json={"model": "bmi", "data": rows, "return_probabilities": True})
+    assert r.status_code == 200
+    assert r.json["predictions"] == string_classifier.predict(pd.DataFrame(rows)).tolist()
+    assert all(isinstance(p, str) for p in r.json["predictions"])
+    assert set(r.json["probabilities"][0]) == {"heavy", "light"}
+
+
+def test_numpy_fitted_model_with_declared_schema(client: Any, numpy_model: Any) -> None:
+    features = [{"name": n, "type": "number"} for n in ("a", "b", "c")]
+    assert upload(client, "plain", numpy_model, {"features": features}).status_code == 201
+    r = client.post("/api/predict", json={"model": "plain", "data": {"a": [1, -1], "b": [1, -1], "c": [0, 0]}})
+    assert r.status_code == 200
+    assert r.json["predictions"] == numpy_model.predict(np.array([[1, 1, 0], [-1, -1, 0]])).tolist()
+
+
+def test_regressor_without_predict_proba(client: Any, regressor: Any) -> None:
+    assert upload(client, "reg", regressor).status_code == 201
+    r = client.post("/api/predict", json={"model": "reg", "data": {"x1": 1, "x2": 1}, "return_probabilities": True})
+    assert r.status_code == 422
+    assert "predict_proba" in r.json["message"]
+
+
+# -- schema checks ----------------------------------------------------------------------------
+def test_missing_unknown_and_wrong_type_named_for_one_row(client: Any, credit: Any) -> None:
+    row = {"age": "35", "gender": "other", "region": "north", "colour": "red"}
+    r = client.post("/api/predict", json={"model": "credit", "data": row})
+    assert r.status_code == 422
+    errors = r.json["errors"]["json"]["data"]
+    assert set(errors) == {"age", "income", "gender", "colour"}
+    assert errors["income"] == ["Missing feature."]
+    assert errors["colour"] == ["Unknown feature."]
+    assert "number" in errors["age"][0]
+    assert "one of" in errors["gender"][0]
+
+
+def test_errors_name_rows_for_many_rows(client: Any, credit: Any) -> None:
+    rows = [dict(CREDIT_ROW), dict(CREDIT_ROW, age=True), dict(CREDIT_ROW), {**CREDIT_ROW, "region": None}]
+    r = client.post("/api/predict", json={"model": "credit", "data": rows})
+    assert r.status_code == 422
+    errors = r.json["errors"]["json"]["data"]
+    assert set(errors) == {"1", "3"}
+    assert set(errors["1"]) == {"age"} and set(errors["3"]) == {"region"}
+
+
+def test_columnar_errors_name_rows(client: Any, credit: Any) -> None:
+    columns = {k: [row[k] for row in ROWS] for k in CREDIT_ROW}
+    columns["income"][2] = "lots"
+    r = client.post("/api/predict", json={"model": "credit", "data": columns})
+    assert r.status_code == 422
+    assert set(r.json["errors"]["json"]["data"]) == {"2"}
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"age": [1, 2], "income": 3}, "mixes"),
+        ({"age": [1, 2], "income": [1]}, "one length"),
+        ([], "no rows"),
+        ({"age": []}, "no rows"),
+        ("rows", "must be an object"),
+        (42, "must be an object"),
+        ([CREDIT_ROW, 3], "does not match"),
+    ],
+)
+def test_bad_shapes_are_422(client: Any, credit: Any, data: Any, fragment: str) -> None:
+    r = client.post("/api/predict", json={"model": "credit", "data": data})
+    assert r.status_code == 422
+    assert fragment in r.json["message"].lower()
+
+
+def test_bounds_allowed_and_optional_from_declared_schema(client: Any) -> None:
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"x1": rng.normal(size=50), "x2": rng.integers(1, 4, 50).astype(float)})
+    regressor = make_pipeline(SimpleImputer(), LinearRegression()).fit(
+        frame, 3 * frame["x1"] - 2 * frame["x2"] + 1
+    )
+    features = [
+        {"name": "x1", "type": "number", "minimum": 0, "maximum": 10},
+        {"name": "x2", "type": "integer", "required": False, "allowed": [1, 2, 3]},
+    ]
+    assert upload(client, "bounded", regressor, {"features": features}).status_code == 201
+    ok = client.post("/api/predict", json={"model": "bounded", "data": [{"x1": 0, "x2": 3}, {"x1": 10}]})
+    assert ok.status_code == 200, ok.json
+    assert ok.json["predictions"][0] == pytest.approx(3 * 0 - 2 * 3 + 1)
+    assert ok.json["predictions"][1] == pytest.approx(
+        regressor.predict(pd.DataFrame({"x1": [10.0], "x2": [np.nan]}))[0]
+    )
+    bad = client.post(
+        "/api/predict",
+        json={"model": "bounded", "data": [{"x1": -1, "x2": 3}, {"x1": 11, "x2": 4}, {"x1": 1, "x2": 2.0}]},
+    )
+    assert bad.status_code == 422
+    errors = bad.json["errors"]["json"]["data"]
+    assert "at least" in errors["0"]["x1"][0]
+    assert "at most" in errors["1"]["x1"][0] and "one of" in errors["1"]["x2"][0]
+    assert "integer" in errors["2"]["x2"][0]
+
+
+def test_row_limit_is_413(make_app: Any, credit_pipeline: Any) -> None:
+    client = make_app(max_batch_rows=5).test_client()
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    r = client.post("/api/predict", json={"model": "credit", "data": [CREDIT_ROW] * 6})
+    assert r.status_code == 413 and "limit of 5" in r.json["message"]
+    assert client.post("/api/predict", json={"model": "credit", "data": [CREDIT_ROW] * 5}).status_code == 200
+
+
+def test_body_limit_is_413(make_app: Any, credit_pipeline: Any) -> None:
+    client = make_app(max_request_bytes=2000).test_client()
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    r = client.post("/api/predict", json={"model": "credit", "data": [CREDIT_ROW] * 40})
+    assert r.status_code == 413
+    assert r.json["code"] == 413 and r.json["message"]
+
+
+# -- bodies ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b'{"model": "credit", "data": {"age": NaN}}',
+        b'{"model": "credit", "data": {"age": Infinity}}',
+        b'{"model": "credit", "data": {"age": -Infinity}}',
+        b"[1, 2]",
+        b'"text"',
+        b"",
+        b"\xff\xfe",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 65 + b"1" + b"}" * 65,
+    ],
+)
+def test_bad_json_is_400(client: Any, credit: Any, body: bytes) -> None:
+    r = client.post("/api/predict", data=body, content_type="application/json")
+    assert r.status_code == 400
+    assert r.json["code"] == 400 and r.json["status"] == "Bad Request" and r.json["message"]
+
+
+def test_wrong_content_type_is_415(client: Any, credit: Any) -> None:
+    r = client.post("/api/predict", data="model=credit", content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 415 and r.json["message"]
+
+
+def test_missing_model_field_is_422(client: Any, credit: Any) -> None:
+    r = client.post("/api/predict", json={"data": CREDIT_ROW})
+    assert r.status_code == 422
+    assert "model" in r.json["errors"]["json"]
+
+
+@pytest.mark.parametrize("name", ["nope", "Credit", "credit\n", "../credit", "c" * 300, "crédit", "cred\x00it"])
+def test_unknown_or_invalid_model_is_404(client: Any, credit: Any, name: str) -> None:
+    r = client.post("/api/predict", json={"model": name, "data": CREDIT_ROW})
+    assert r.status_code == 404 and r.json["message"]
+
+
+# -- the seed's route ------------------------------------------------------------------------
+def test_seed_route_with_single_model(client: Any, credit: Any) -> None:
+    r = client.post("/api", json={"data": CREDIT_ROW})
+    assert r.status_code == 200 and r.json["model"] == "credit"
+    info = client.get("/api")
+    assert info.status_code == 200
+    assert info.json["model_name"] == "credit" and info.json["version"] == 1
+    assert info.json["feature_names"] == ["age", "income", "gender", "region"]
+    assert info.json["features"][2]["allowed"] == ["female", "male"]
+
+
+def test_seed_route_without_default_is_404(client: Any, credit: Any, regressor: Any) -> None:
+    assert upload(client, "reg", regressor).status_code == 201
+    r = client.post("/api", json={"data": CREDIT_ROW})
+    assert r.status_code == 404 and "MAAS_DEFAULT_MODEL" in r.json["message"]
+    assert client.get("/api").status_code == 404
+    named = client.post("/api", json={"model": "reg", "data": {"x1": 0, "x2": 0}})
+    assert named.status_code == 200
+
+
+def test_seed_route_with_configured_default(make_app: Any, credit_pipeline: Any, regressor: Any) -> None:
+    client = make_app(default_model="reg").test_client()
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    assert upload(client, "reg", regressor).status_code == 201
+    r = client.post("/api", json={"data": {"x1": 0, "x2": 0}})
+    assert r.status_code == 200 and r.json["model"] == "reg"
+
+
+def test_no_models_at_all(client: Any) -> None:
+    assert client.post("/api", json={"data": {"a": 1}}).status_code == 404
+    assert client.post("/api/predict", json={"model": "x", "data": {"a": 1}}).status_code == 404
+
+
+# -- failures stay narrow ----------------------------------------------------------------------
+def test_model_error_is_422_and_next_request_works(make_app: Any, credit_pipeline: Any) -> None:
+    client = make_app(trusted_modules=("tests",)).test_client()
+    picky = PickyRegressor().fit(pd.DataFrame({"a": [1.0], "b": [2.0]}))
+    assert upload(client, "picky", picky).status_code == 201
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    r = client.post("/api/predict", json={"model": "picky", "data": {"a": [1, -1], "b": [1, 1]}})
+    assert r.status_code == 422
+    assert "ValueError" in r.json["message"]
+    assert "/secret" not in r.get_data(as_text=True) and "Traceback" not in r.get_data(as_text=True)
+    ok = client.post("/api/predict", json={"model": "picky", "data": {"a": [1, 2], "b": [1, 1]}})
+    assert ok.status_code == 200 and ok.json["predictions"] == [2.0, 3.0]
+    assert client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW}).status_code == 200
