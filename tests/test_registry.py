@@ -1,0 +1,170 @@
+"""The registry's operations on a migrated database (SQLite and PostgreSQL), no HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect
+
+from migrations.runner import check_database, upgrade_database
+from registry import service
+from registry.db import Database
+from registry.errors import Conflict, InvalidInput, NotFound
+from registry.names import parse_selector
+from registry.service import ArtifactFacts
+
+FEATURES = [
+    {"name": "age", "type": "number", "required": True, "allowed": None, "minimum": 0, "maximum": 120},
+    {"name": "gender", "type": "string", "required": False, "allowed": ["f", "m"], "minimum": None, "maximum": None},
+]
+
+
+def facts(n: int = 0) -> ArtifactFacts:
+    return ArtifactFacts(
+        format="joblib",
+        sha256=f"{n:064x}",
+        size_bytes=10,
+        estimator="sklearn.pipeline.Pipeline",
+        has_predict_proba=True,
+        classes=[0, 1],
+        library_versions={"python": "3.11"},
+    )
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    upgrade_database(database.engine)
+    yield database
+    database.dispose()
+
+
+def register(db: Database, name: str = "credit", **kwargs: Any) -> int:
+    with db.write() as session:
+        return service.register_version(session, name, facts(), FEATURES, **kwargs).version
+
+
+def test_migrations_create_the_schema_and_match_the_models(db: Database) -> None:
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"registered_models", "model_versions", "features", "aliases", "alembic_version"} <= tables
+    check_database(db.engine)  # alembic check: models and migrations agree
+    upgrade_database(db.engine)  # idempotent
+
+
+def test_register_and_resolve(db: Database) -> None:
+    assert register(db, description="v1", tags={"team": "risk"}, aliases=["production"]) == 1
+    assert register(db) == 2
+    with db.read() as session:
+        assert service.resolve_version_ref(session, "credit", None).version == 2
+        assert service.resolve_version_ref(session, "credit", "latest").version == 2
+        assert service.resolve_version_ref(session, "credit", "production").version == 1
+        assert service.resolve_version_ref(session, "credit", 1).version == 1
+        assert service.resolve_version_ref(session, "credit", "2").version == 2
+        version = service.get_version(session, "credit", 1)
+        assert version.tags == {"team": "risk"} and version.description == "v1"
+        assert [f.name for f in version.features] == ["age", "gender"]
+        assert version.features[1].allowed == ["f", "m"] and version.features[0].maximum == 120
+        assert version.created_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("selector", [3, "3", "staging", 0, -1, 2**70, "", True, 1.5, None])
+def test_resolve_unknown(db: Database, selector: Any) -> None:
+    if selector is None:
+        with db.write() as session:
+            service._get_or_create_model(session, "empty")
+        with db.read() as session, pytest.raises(NotFound, match="no versions"):
+            service.resolve_version_ref(session, "empty", selector)
+        return
+    register(db)
+    with db.read() as session, pytest.raises(NotFound):
+        service.resolve_version_ref(session, "credit", selector)
+
+
+def test_unknown_model(db: Database) -> None:
+    with db.read() as session:
+        with pytest.raises(NotFound, match="Model 'ghost' not found"):
+            service.resolve_version_ref(session, "ghost", 1)
+        with pytest.raises(NotFound):
+            service.get_model(session, "../etc")
+
+
+def test_invalid_names_refused_and_nothing_written(db: Database) -> None:
+    with pytest.raises(InvalidInput):
+        register(db, name="Bad Name")
+    with pytest.raises(InvalidInput):
+        register(db, aliases=["Prod"])
+    with pytest.raises(Conflict):
+        register(db, aliases=["latest"])
+    with db.read() as session:
+        assert service.list_models(session, offset=0, limit=10) == ([], 0)
+
+
+def test_aliases_and_deletes(db: Database) -> None:
+    register(db)
+    register(db)
+    with db.write() as session:
+        assert service.set_alias(session, "credit", "production", 1).version == 1
+    with db.write() as session, pytest.raises(Conflict, match="production"):
+        service.delete_version(session, "credit", 1)
+    with db.write() as session:
+        service.set_alias(session, "credit", "production", 2)
+    with db.write() as session:
+        assert service.delete_version(session, "credit", 1) == 1
+    with db.write() as session, pytest.raises(NotFound):
+        service.delete_version(session, "credit", 1)
+    with db.write() as session:
+        service.delete_alias(session, "credit", "production")
+        with pytest.raises(NotFound):
+            service.delete_alias(session, "credit", "production")
+    assert register(db) == 3
+    with db.read() as session:
+        summaries, total = service.list_models(session, offset=0, limit=10)
+        assert total == 1 and summaries[0].latest_version == 3 and summaries[0].aliases == {}
+
+
+def test_versions_are_never_reused(db: Database) -> None:
+    register(db)
+    register(db)
+    with db.write() as session:
+        service.delete_version(session, "credit", 2)
+    assert register(db) == 3
+
+
+def test_concurrent_registrations_get_distinct_numbers(db: Database) -> None:
+    numbers: list[int] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            numbers.append(register(db, name="race"))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(numbers) == list(range(1, 17))
+
+
+def test_sha256_in_use(db: Database) -> None:
+    with db.read() as session:
+        assert not service.sha256_in_use(session, facts().sha256)
+    register(db)
+    with db.read() as session:
+        assert service.sha256_in_use(session, facts().sha256)
+
+
+@pytest.mark.parametrize(
+    "selector, parsed",
+    [(None, "latest"), ("latest", "latest"), (1, 1), ("42", 42), ("prod", "prod"), (0, None), (-3, None),
+     ("-3", None), (True, None), (1.0, None), ("1.0", None), ("", None), ("٣", None), (2**31, None),
+     ("9" * 400, None), ("Prod", None), ([1], None)],
+)
+def test_parse_selector(selector: Any, parsed: Any) -> None:
+    assert parse_selector(selector) == parsed

@@ -1,0 +1,132 @@
+"""The artifact store on real files, the estimator cache, and schema inference."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+from model_store.cache import EstimatorCache
+from model_store.errors import ArtifactTooLarge, ArtifactUnavailable, InvalidArtifact
+from model_store.schema import check_declared_schema, infer_feature_schema
+from model_store.store import ArtifactStore
+from tests.conftest import joblib_bytes
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    s = ArtifactStore(tmp_path / "store")
+    s.init()
+    return s
+
+
+def test_put_is_content_addressed(store: ArtifactStore) -> None:
+    data = b"x" * 3_000_000
+    stored = store.put(io.BytesIO(data))
+    assert stored.sha256 == hashlib.sha256(data).hexdigest() and stored.size_bytes == len(data)
+    assert stored.created and stored.path.read_bytes() == data
+    assert stored.path == store.objects / stored.sha256[:2] / stored.sha256
+    again = store.put(io.BytesIO(data))
+    assert not again.created and again.path == stored.path
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_put_over_the_limit_leaves_nothing(store: ArtifactStore) -> None:
+    with pytest.raises(ArtifactTooLarge):
+        store.put(io.BytesIO(b"y" * 5000), max_bytes=4999)
+    assert list(store.tmp.iterdir()) == [] and list(store.objects.rglob("*")) == []
+
+
+def test_verified_path_detects_damage_and_loss(store: ArtifactStore) -> None:
+    stored = store.put(io.BytesIO(b"model bytes"))
+    assert store.verified_path(stored.sha256) == stored.path
+    stored.path.write_bytes(b"model bytez")
+    with pytest.raises(ArtifactUnavailable, match="damaged"):
+        store.verified_path(stored.sha256)
+    stored.path.unlink()
+    with pytest.raises(ArtifactUnavailable, match="missing"):
+        store.verified_path(stored.sha256)
+    with pytest.raises(ArtifactUnavailable):
+        store.path_for("../../etc/passwd")
+
+
+def test_cache_loads_once_and_evicts(store: ArtifactStore, credit_pipeline: Any, regressor: Any) -> None:
+    a = store.put(io.BytesIO(joblib_bytes(credit_pipeline))).sha256
+    b = store.put(io.BytesIO(joblib_bytes(regressor))).sha256
+    cache = EstimatorCache(store, maxsize=1)
+    first = cache.get(a, "joblib")
+    assert cache.get(a, "joblib") is first and cache.loads == 1 and cache.hits == 1
+    store.path_for(a).unlink()  # warm: no disk read any more
+    assert cache.get(a, "joblib") is first
+    cache.get(b, "joblib")
+    assert len(cache) == 1
+    with pytest.raises(ArtifactUnavailable, match="missing"):
+        cache.get(a, "joblib")
+
+
+def test_cache_refuses_damaged_artifact(store: ArtifactStore, credit_pipeline: Any) -> None:
+    stored = store.put(io.BytesIO(joblib_bytes(credit_pipeline)))
+    data = bytearray(stored.path.read_bytes())
+    data[-10] ^= 0xFF
+    stored.path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactUnavailable, match="damaged"):
+        EstimatorCache(store, 4).get(stored.sha256, "joblib")
+
+
+# -- schema inference -----------------------------------------------------------------------
+def test_infers_column_transformer_encoders(credit_pipeline: Any) -> None:
+    schema = infer_feature_schema(credit_pipeline)
+    assert [f["name"] for f in schema] == ["age", "income", "gender", "region"]
+    assert schema[0] == {"name": "age", "type": "number", "required": True, "allowed": None, "minimum": None, "maximum": None}
+    assert schema[2]["type"] == "string" and schema[2]["allowed"] == ["female", "male"]
+    assert schema[3]["allowed"] == ["east", "north", "south"]
+
+
+def test_infers_imputed_and_ordinal_columns() -> None:
+    frame = pd.DataFrame(
+        {
+            "size": [1.0, np.nan, 3.0, 4.0],
+            "grade": ["a", "b", "a", "c"],
+            "flag": [1, 2, 1, 2],
+        }
+    )
+    model = make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", SimpleImputer(), ["size"]),
+                ("grade", make_pipeline(SimpleImputer(strategy="most_frequent"), OrdinalEncoder()), ["grade"]),
+                ("flag", OneHotEncoder(), [2]),
+            ]
+        ),
+        LogisticRegression(),
+    ).fit(frame, [0, 1, 0, 1])
+    schema = {f["name"]: f for f in infer_feature_schema(model)}
+    assert schema["size"]["type"] == "number" and schema["size"]["required"] is False
+    assert schema["grade"]["allowed"] == ["a", "b", "c"] and schema["grade"]["required"] is False
+    assert schema["flag"]["type"] == "integer" and schema["flag"]["allowed"] == [1, 2]
+
+
+def test_inference_needs_feature_names(numpy_model: Any) -> None:
+    with pytest.raises(InvalidArtifact, match="feature_names_in_"):
+        infer_feature_schema(numpy_model)
+
+
+def test_declared_schema_checked_against_model(numpy_model: Any, regressor: Any) -> None:
+    ok = check_declared_schema([{"name": "a"}, {"name": "b"}, {"name": "c"}], numpy_model)
+    assert ok[0]["type"] == "number" and ok[0]["required"] is True
+    with pytest.raises(InvalidArtifact, match="expects 3"):
+        check_declared_schema([{"name": "a"}], numpy_model)
+    with pytest.raises(InvalidArtifact, match="repeat"):
+        check_declared_schema([{"name": "x1"}, {"name": "x1"}], regressor)
+    with pytest.raises(InvalidArtifact, match="missing x2"):
+        check_declared_schema([{"name": "x1"}], regressor)
