@@ -163,8 +163,8 @@ def test_refuses_unsafe_pickle_and_never_runs_it(app: Any, client: Any, tmp_path
             return (open, (str(marker), "w"))
 
     r = upload(client, "m", pickle.dumps(Exploit()))
-    _refused(client, app, r, "builtins.open")
-    assert "builtins.open" in r.json["errors"]["artifact"]
+    _refused(client, app, r, "open")  # pickled as io.open on CPython 3.11
+    assert r.json["errors"]["artifact"] == [f"{open.__module__}.open"]
     assert not marker.exists()
 
     class SystemExploit:
