@@ -21,17 +21,35 @@ class EstimatorCache:
         self.trusted_modules = tuple(trusted_modules)
         self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
         self.hits = 0
         self.loads = 0
 
     def get(self, sha256: str, fmt: str) -> Any:
         """The estimator stored under `sha256`; raises ArtifactUnavailable if it cannot be had."""
+        estimator = self._cached(sha256)
+        if estimator is not None:
+            return estimator
+        with self._lock:
+            loading = self._loading.setdefault(sha256, threading.Lock())
+        # One thread loads a given artifact; the others wait for it instead of loading it too.
+        with loading:
+            estimator = self._cached(sha256)
+            if estimator is None:
+                estimator = self._load(sha256, fmt)
+        with self._lock:
+            self._loading.pop(sha256, None)
+        return estimator
+
+    def _cached(self, sha256: str) -> Any:
         with self._lock:
             estimator = self._items.get(sha256)
             if estimator is not None:
                 self._items.move_to_end(sha256)
                 self.hits += 1
-                return estimator
+            return estimator
+
+    def _load(self, sha256: str, fmt: str) -> Any:
         path = self.store.verified_path(sha256)
         try:
             estimator, _, _ = detect_and_load(path, self.trusted_modules, fmt)

@@ -193,14 +193,14 @@ def get_features(session: Session, version_id: int) -> list[Feature]:
     )
 
 
-def _get_or_create_model(session: Session, name: str) -> RegisteredModel:
+def _get_or_create_model(session: Session, name: str, description: str | None = None) -> RegisteredModel:
     model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
     if model is not None:
         return model
     try:
         # A savepoint, so that losing the race to create the same name only undoes this insert.
         with session.begin_nested():
-            model = RegisteredModel(name=name, next_version=1)
+            model = RegisteredModel(name=name, description=description, next_version=1)
             session.add(model)
     except IntegrityError:
         model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
@@ -244,7 +244,8 @@ def register_version(
     alias_names = list(dict.fromkeys(aliases))
     for alias in alias_names:
         _check_alias_name(alias)
-    model = _get_or_create_model(session, name)
+    # The first version's description also describes a new model (PATCH changes it later).
+    model = _get_or_create_model(session, name, description)
     number = _allocate_version_number(session, model)
     version = ModelVersion(
         model_id=model.id,

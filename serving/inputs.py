@@ -41,9 +41,9 @@ def _check_value(feature: Mapping[str, Any], value: Any) -> str | None:
         shown = ", ".join(map(repr, listed[:20])) + (", ..." if len(listed) > 20 else "")
         return f"Must be one of: {shown}."
     if feature["minimum"] is not None and value < feature["minimum"]:
-        return f"Must be at least {feature['minimum']}."
+        return f"Must be at least {feature['minimum']:g}."
     if feature["maximum"] is not None and value > feature["maximum"]:
-        return f"Must be at most {feature['maximum']}."
+        return f"Must be at most {feature['maximum']:g}."
     return None
 
 

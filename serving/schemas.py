@@ -79,6 +79,13 @@ class UploadSchema(StrictSchema):
     )
 
 
+def bound(value: float | None, kind: str) -> float | int | None:
+    """A stored bound as JSON: an integer feature's bounds are integers."""
+    if value is not None and kind == "integer" and float(value).is_integer():
+        return int(value)
+    return value
+
+
 class FeatureOutSchema(ma.Schema):
     class Meta:
         ordered = True
@@ -87,8 +94,12 @@ class FeatureOutSchema(ma.Schema):
     type = fields.String()
     required = fields.Boolean()
     allowed = fields.List(fields.Raw(), allow_none=True)
-    minimum = fields.Float(allow_none=True)
-    maximum = fields.Float(allow_none=True)
+    minimum = fields.Function(
+        lambda f: bound(f.minimum, f.type), allow_none=True, metadata={"type": "number", "nullable": True}
+    )
+    maximum = fields.Function(
+        lambda f: bound(f.maximum, f.type), allow_none=True, metadata={"type": "number", "nullable": True}
+    )
 
 
 class VersionSummarySchema(ma.Schema):

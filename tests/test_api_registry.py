@@ -120,6 +120,7 @@ def test_ready_is_503_when_database_is_gone(make_app: Any) -> None:
     # Built on a working database, then pointed at a closed port.
     good = make_app()
     runtime = good.extensions["maas"]
+    runtime.db.dispose()
     runtime.db = Database("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
     r = good.test_client().get("/health/ready")
     assert r.status_code == 503

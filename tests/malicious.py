@@ -1,0 +1,338 @@
+"""A corpus of hostile pickle/joblib artifacts, built at test time (no committed binaries).
+
+Every "live" artifact creates its own marker file if it is ever unpickled (with pickle.load or
+joblib.load); tests/test_safety.py checks the corpus really is live in a throwaway subprocess and
+that the safety gate refuses every artifact without any marker appearing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import io
+import os
+import pickle
+import runpy
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+try:
+    import lz4  # noqa: F401
+
+    HAVE_LZ4 = True
+except ImportError:
+    HAVE_LZ4 = False
+
+
+class Reduce:
+    """Pickles as a call func(*args): the classic payload shape."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func = func
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self.func, self.args
+
+
+# -- a tiny pickle assembler ----------------------------------------------------------------------
+def glob(module: str, name: str) -> bytes:
+    """GLOBAL opcode: module and name as text lines."""
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def text(value: str) -> bytes:
+    """BINUNICODE opcode."""
+    data = value.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def short_text(value: str) -> bytes:
+    """SHORT_BINUNICODE opcode (protocol 4)."""
+    data = value.encode()
+    return b"\x8c" + bytes([len(data)]) + data
+
+
+def blob(value: bytes) -> bytes:
+    """BINBYTES opcode."""
+    return b"B" + struct.pack("<I", len(value)) + value
+
+
+def tup(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def call(func: bytes, *args: bytes) -> bytes:
+    """func(*args) via REDUCE."""
+    return func + tup(*args) + b"R"
+
+
+def program(*body: bytes, proto: int = 2) -> bytes:
+    return b"\x80" + bytes([proto]) + b"".join(body) + b"."
+
+
+def frame(content: bytes) -> bytes:
+    return b"\x95" + struct.pack("<Q", len(content)) + content
+
+
+@dataclass
+class Case:
+    """One hostile artifact: `offending` must all be named by UnsafeArtifact."""
+
+    name: str
+    path: Path
+    offending: frozenset[str]
+    marker: Path | None  # created if the artifact is ever unpickled; None: not a code-running payload
+    loader: str  # "pickle" or "joblib": how a victim would load it
+    live_here: bool = True  # False: would run on another OS only (nt.system on POSIX)
+
+
+def _joblib_bytes(obj: Any, **kwargs: Any) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(obj, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def _wrapper_state(shape: tuple[int, ...], alignment: bool = True) -> bytes:
+    """The BUILD state joblib writes for a float64 NumpyArrayWrapper (protocol 2 spelling)."""
+    items = [
+        text("subclass"), glob("numpy", "ndarray"),
+        text("shape"), tup(*(b"K" + bytes([d]) for d in shape)),
+        text("order"), text("C"),
+        text("dtype"), call(glob("numpy", "dtype"), text("f8"), b"\x89", b"\x88"),
+        tup(b"K\x03", text("<"), b"N", b"N", b"N", b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", b"K\x00") + b"b",
+        text("allow_mmap"), b"\x88",
+    ]
+    if alignment:
+        items += [text("numpy_array_alignment_bytes"), b"K\x10"]
+    return b"}(" + b"".join(items) + b"u"
+
+
+def build_corpus(root: Path) -> list[Case]:
+    """Write the corpus under `root` (markers go to root/markers, helper code to root/lib)."""
+    markers = root / "markers"
+    lib = root / "lib"
+    for d in (markers, lib):
+        d.mkdir(parents=True, exist_ok=True)
+    cases: list[Case] = []
+
+    def add(
+        name: str, data: bytes, offending: set[str], loader: str = "pickle", live_here: bool = True
+    ) -> None:
+        path = root / f"{name}.{'joblib' if loader == 'joblib' else 'pkl'}"
+        path.write_bytes(data)
+        cases.append(Case(name, path, frozenset(offending), markers / name, loader, live_here))
+
+    def marker(name: str) -> str:
+        return str(markers / name)
+
+    def touch(name: str) -> str:
+        return f"touch {marker(name)}"
+
+    def evil_module(name: str) -> str:
+        module = f"maas_evil_{name}"
+        (lib / f"{module}.py").write_text(f"open({marker(name)!r}, 'w').close()\n")
+        return module
+
+    # -- the classics ---------------------------------------------------------------------------
+    add("os_system_global_p0", b"cos\nsystem\n(V" + touch("os_system_global_p0").encode() + b"\ntR.", {"os.system"})
+    add("posix_system_p2", pickle.dumps(Reduce(os.system, touch("posix_system_p2")), 2), {"posix.system"})
+    add("nt_system", program(call(glob("nt", "system"), text(touch("nt_system")))), {"nt.system"}, live_here=os.name == "nt")
+    add(
+        "subprocess_popen_p4",
+        pickle.dumps(Reduce(subprocess.Popen, ["touch", marker("subprocess_popen_p4")]), 4),
+        {"subprocess.Popen"},
+    )
+    add(
+        "subprocess_check_output_p5",
+        pickle.dumps(Reduce(subprocess.check_output, ["touch", marker("subprocess_check_output_p5")]), 5),
+        {"subprocess.check_output"},
+    )
+    add(
+        "builtins_eval_p3",
+        pickle.dumps(Reduce(eval, f"__import__('os').system({touch('builtins_eval_p3')!r})"), 3),
+        {"builtins.eval"},
+    )
+    # protocol 2 writes __builtin__.exec; the unpickler maps it to builtins.exec
+    add(
+        "builtins_exec_p2",
+        pickle.dumps(Reduce(exec, f"import os; os.system({touch('builtins_exec_p2')!r})"), 2),
+        {"builtins.exec"},
+    )
+    add(
+        "builtins_open_write",
+        program(call(glob("builtins", "open"), text(marker("builtins_open_write")), text("w"))),
+        {"builtins.open"},
+    )
+    add(
+        "getattr_chain",
+        program(
+            call(
+                call(glob("builtins", "getattr"), call(glob("builtins", "__import__"), text("os")), text("system")),
+                text(touch("getattr_chain")),
+            )
+        ),
+        {"builtins.getattr", "builtins.__import__"},
+    )
+    add(
+        "builtins_import",
+        program(call(glob("builtins", "__import__"), text(evil_module("builtins_import")))),
+        {"builtins.__import__"},
+    )
+    add(
+        "importlib_import_module",
+        pickle.dumps(Reduce(importlib.import_module, evil_module("importlib_import_module")), 4),
+        {"importlib.import_module"},
+    )
+    script = lib / "evil_script.py"
+    script.write_text(f"open({marker('runpy_run_path')!r}, 'w').close()\n")
+    add("runpy_run_path", pickle.dumps(Reduce(runpy.run_path, str(script)), 4), {"runpy.run_path"})
+    inner = pickle.dumps(Reduce(os.system, touch("pickle_loads_nested")))
+    add("pickle_loads_nested", program(call(glob("pickle", "loads"), blob(inner))), {"pickle.loads"})
+    add(
+        "operator_attrgetter",
+        program(
+            call(
+                call(call(glob("operator", "attrgetter"), text("system")), call(glob("builtins", "__import__"), text("os"))),
+                text(touch("operator_attrgetter")),
+            )
+        ),
+        {"operator.attrgetter", "builtins.__import__"},
+    )
+    add(
+        "functools_partial",
+        program(call(call(glob("functools", "partial"), glob("posix", "system"), text(touch("functools_partial"))))),
+        {"functools.partial", "posix.system"},
+    )
+    add(
+        "functools_partial_pickled",
+        pickle.dumps(Reduce(functools.partial(os.system, touch("functools_partial_pickled"))), 4),
+        {"functools.partial", "posix.system"},
+    )
+
+    # -- hidden in real scikit-learn / numpy / joblib structures -------------------------------
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    classifier = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+
+    def pipeline(name: str) -> Pipeline:
+        # kw_args carries a payload that runs at load time, not only at predict time
+        step = FunctionTransformer(func=os.system, kw_args={"trigger": Reduce(os.system, touch(name))})
+        return Pipeline([("shell", step), ("clf", classifier)])
+
+    add("sklearn_function_transformer", _joblib_bytes(pipeline("sklearn_function_transformer")), {"posix.system"}, "joblib")
+    add(
+        "sklearn_function_transformer_zlib",
+        _joblib_bytes(pipeline("sklearn_function_transformer_zlib"), compress=3),
+        {"posix.system"},
+        "joblib",
+    )
+    objects = np.array([os.system, Reduce(os.system, touch("numpy_object_array"))], dtype=object)
+    add("numpy_object_array", _joblib_bytes({"weights": np.arange(5.0), "objs": objects}), {"posix.system"}, "joblib")
+    compressions = ["zlib", "gzip", "bz2", "lzma", "xz"] + (["lz4"] if HAVE_LZ4 else [])
+    for method in compressions:
+        name = f"joblib_{method}"
+        add(name, _joblib_bytes(Reduce(os.system, touch(name)), compress=(method, 3)), {"posix.system"}, "joblib")
+    add(
+        "after_array_bytes",
+        _joblib_bytes([np.arange(10_000.0), Reduce(os.system, touch("after_array_bytes"))]),
+        {"posix.system"},
+        "joblib",
+    )
+    # joblib reads array bytes straight from the file, after the current frame: opcodes left in the
+    # frame run after the array. A scanner skipping "the bytes after BUILD" would skip the payload.
+    wrapper = glob("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + _wrapper_state((3,)) + b"b"
+    payload = call(glob("posix", "system"), text(touch("frame_smuggling"))) + b"0"
+    body = frame(b"]" + wrapper + payload + b"a.")
+    alignment = 16 - (len(b"\x80\x04") + len(body) + 1) % 16
+    add(
+        "frame_smuggling",
+        b"\x80\x04" + body + bytes([alignment]) + b"\xff" * alignment + np.arange(3.0).tobytes(),
+        {"posix.system"},
+        "joblib",
+    )
+
+    # -- STACK_GLOBAL tricks and protocol 0 spellings ---------------------------------------
+    add(
+        "stack_global_memo_p4",
+        b"\x80\x04" + short_text("os") + b"\x94" + short_text("system") + b"\x94" + b"00"
+        + b"h\x00h\x01\x93" + text(touch("stack_global_memo_p4")) + b"\x85R.",
+        {"os.system"},
+    )
+    add(
+        "stack_global_dynamic",
+        program(
+            call(glob("builtins", "str"), b"C\x02os", text("ascii")),
+            text("system"),
+            b"\x93",
+            tup(text(touch("stack_global_dynamic"))) + b"R",
+            proto=4,
+        ),
+        {"<dynamic STACK_GLOBAL>"},
+    )
+    add("inst_p0", b"(V" + touch("inst_p0").encode() + b"\nios\nsystem\n.", {"os.system"})
+    add(
+        "python2_builtin_eval_p0",
+        b"c__builtin__\neval\n(V__import__('os').system('" + touch("python2_builtin_eval_p0").encode() + b"')\ntR.",
+        {"builtins.eval"},
+    )
+
+    # -- dangerous callables inside the trusted packages ------------------------------------
+    npy = lib / "evil.npy"
+    np.save(npy, np.array([Reduce(os.system, touch("numpy_load"))], dtype=object), allow_pickle=True)
+    add("numpy_load", program(call(glob("numpy", "load"), text(str(npy)), b"N", b"\x88")), {"numpy.load"})
+    add(
+        "numpy_ufunc_reconstruct",
+        program(call(call(glob("numpy.core", "_ufunc_reconstruct"), text("os"), text("system")), text(touch("numpy_ufunc_reconstruct")))),
+        {"numpy.core._ufunc_reconstruct"},
+    )
+    evil_joblib = lib / "evil.joblib"
+    joblib.dump(Reduce(os.system, touch("joblib_load")), evil_joblib)
+    add("joblib_load", program(call(glob("joblib", "load"), text(str(evil_joblib)))), {"joblib.load"})
+    # protocol 4 resolves dotted names attribute by attribute: sklearn imports os
+    add(
+        "attribute_walk_sklearn_os",
+        b"\x80\x04" + short_text("sklearn") + short_text("os.system") + b"\x93"
+        + text(touch("attribute_walk_sklearn_os")) + b"\x85R.",
+        {"sklearn.os.system"},
+    )
+    evil_joblib2 = lib / "evil2.joblib"
+    joblib.dump(Reduce(os.system, touch("attribute_walk_joblib")), evil_joblib2)
+    add(
+        "attribute_walk_joblib",
+        b"\x80\x04" + short_text("sklearn.utils.validation") + short_text("joblib.load") + b"\x93"
+        + text(str(evil_joblib2)) + b"\x85R.",
+        {"sklearn.utils.validation.joblib.load"},
+    )
+    return cases
+
+
+LIVENESS_SCRIPT = """
+import pickle, sys, joblib
+for loader, path in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        if loader == "joblib":
+            joblib.load(path)
+        else:
+            with open(path, "rb") as f:
+                pickle.load(f)
+    except BaseException:
+        pass
+"""
+
+
+def run_unprotected(cases: list[Case], lib: Path) -> None:
+    """Unpickle every case with plain pickle/joblib in a subprocess (to prove the corpus is live)."""
+    args = [str(a) for case in cases for a in (case.loader, case.path)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lib), os.getcwd()]))
+    subprocess.run([sys.executable, "-c", LIVENESS_SCRIPT, *args], env=env, check=True, timeout=120)

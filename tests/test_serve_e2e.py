@@ -1,0 +1,316 @@
+"""`maas serve` as a real process (gunicorn, 2 workers) spoken to over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+
+from serving.demo import DEMO_EXAMPLE, DEMO_MODEL
+from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+HTTP_TIMEOUT_S = 30.0
+
+_console_script = Path(sys.executable).parent / "maas"
+MAAS = (
+    [str(_console_script)]
+    if _console_script.exists()
+    else [sys.executable, "-c", "from serving.cli import main; main(prog_name='maas')"]
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def environment(**maas: str) -> dict[str, str]:
+    """This process's environment without any MAAS_* variable, plus `maas`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
+    env.update(maas)
+    return env
+
+
+@dataclass
+class Server:
+    """A `maas serve` process bound to 127.0.0.1 on a port of its own."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url + path, timeout=HTTP_TIMEOUT_S, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url + path, timeout=HTTP_TIMEOUT_S, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.put(self.url + path, timeout=HTTP_TIMEOUT_S, **kwargs)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"maas serve exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if requests.get(self.url + "/health/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:  # refused while binding, or no worker booted yet
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"maas serve not ready after {READY_TIMEOUT_S:.0f} s:\n{self.output()}")
+
+    def stop(self) -> int:
+        """SIGTERM (gunicorn's graceful shutdown), then SIGKILL to the whole group if it hangs."""
+        self.session.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(STOP_TIMEOUT_S)
+        try:  # workers left behind by a master that died first
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.process.returncode
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start `maas serve` (2 workers, 127.0.0.1, a free port) and wait until ready; killed after."""
+    servers: list[Server] = []
+
+    # gunicorn would put its control socket here: it must stay disabled (one path per machine).
+    runtime_dir = tmp_path / "xdg-runtime"
+    runtime_dir.mkdir()
+
+    def start(*args: str, env: dict[str, str], cwd: Path) -> Server:
+        port = free_port()
+        log = tmp_path / f"server-{len(servers)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*MAAS, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", *args],
+                cwd=cwd,
+                env={**env, "XDG_RUNTIME_DIR": str(runtime_dir)},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the teardown kills workers too
+            )
+        server = Server(process, port, log)
+        servers.append(server)
+        server.wait_ready()
+        assert f"Listening at: http://127.0.0.1:{port}" in log.read_text(errors="replace"), server.output()
+        assert not list(runtime_dir.iterdir()), "gunicorn's control socket is enabled"
+        assert "Control socket" not in log.read_text(errors="replace"), server.output()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def store_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def upload(server: Server, name: str, payload: bytes, metadata: dict[str, Any] | None = None) -> requests.Response:
+    data = {"metadata": json.dumps(metadata)} if metadata is not None else None
+    return server.post(
+        f"/api/admin/models/{name}/versions",
+        files={"file": ("model.joblib", payload, "application/octet-stream")},
+        data=data,
+        headers=ADMIN,
+    )
+
+
+# -- a registry that survives a restart --------------------------------------------------------
+def test_restart_keeps_models_versions_aliases(
+    serve: Callable[..., Server], database_url: str, tmp_path: Path, credit_pipeline: Any
+) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = environment(
+        MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
+        MAAS_DATABASE_URL=database_url,
+        MAAS_STORE_DIR=str(tmp_path / "store"),
+    )
+    rows = [CREDIT_ROW, {"age": 61.0, "income": 30500.5, "gender": "female", "region": "east"}]
+    expected = credit_pipeline.predict(pd.DataFrame(rows)).tolist()
+    expected_proba = credit_pipeline.predict_proba(pd.DataFrame(rows))
+
+    server = serve(env=env, cwd=workdir)
+    first = upload(server, "credit", joblib_bytes(credit_pipeline), {"description": "v1", "example": CREDIT_ROW})
+    assert first.status_code == 201, first.text
+    assert first.headers["Location"].endswith("/api/models/credit/versions/1")
+    second = upload(server, "credit", joblib_bytes(credit_pipeline, compress=3), {"description": "v2"})
+    assert second.status_code == 201, second.text
+    assert second.json()["version"] == 2
+    alias = server.put("/api/admin/models/credit/aliases/production", json={"version": 1}, headers=ADMIN)
+    assert alias.status_code == 200, alias.text
+    assert alias.json()["aliases"] == ["production"]
+
+    before = server.post(
+        "/api/predict",
+        json={"model": "credit", "version": "production", "data": rows, "return_probabilities": True},
+    )
+    assert before.status_code == 200, before.text
+    assert before.json()["version"] == 1
+    assert before.json()["predictions"] == expected
+    version_before = server.get("/api/models/credit/versions/1").json()
+    assert server.stop() == 0, server.output()
+
+    server = serve(env=env, cwd=workdir)
+    model = server.get("/api/models/credit")
+    assert model.status_code == 200, model.text
+    assert model.json()["latest_version"] == 2
+    assert model.json()["aliases"] == {"production": 1}
+    assert [v["version"] for v in model.json()["versions"]] == [2, 1]
+    assert server.get("/api/models/credit/versions/production").json() == version_before
+
+    after = server.post(
+        "/api/models/credit/versions/production/predict",
+        json={"data": rows, "return_probabilities": True},
+    )
+    assert after.status_code == 200, after.text
+    assert after.json() == before.json()
+    for row, probabilities in zip(expected_proba, after.json()["probabilities"]):
+        assert [probabilities[str(c)] for c in credit_pipeline.classes_] == pytest.approx(row.tolist())
+    latest = server.post("/api/models/credit/predict", json={"data": CREDIT_ROW})
+    assert latest.status_code == 200, latest.text
+    assert latest.json() == {"model": "credit", "version": 2, "predictions": expected[:1]}
+
+
+# -- the demo, with no configuration at all -----------------------------------------------------
+def test_demo_without_configuration(serve: Callable[..., Server], tmp_path: Path) -> None:
+    workdir = tmp_path / "empty"
+    workdir.mkdir()
+    env = environment()
+
+    server = serve("--demo", env=env, cwd=workdir)
+    assert (workdir / "maas-data" / "registry.db").is_file()
+    assert store_files(workdir / "maas-data" / "models"), "the demo artifact is not in ./maas-data/models"
+    models = server.get("/api/models")
+    assert models.status_code == 200, models.text
+    assert [(m["name"], m["latest_version"]) for m in models.json()] == [(DEMO_MODEL, 1)]
+    prediction = server.post("/api/predict", json={"model": DEMO_MODEL, "data": DEMO_EXAMPLE})
+    assert prediction.status_code == 200, prediction.text
+    assert prediction.json()["model"] == DEMO_MODEL
+    assert prediction.json()["version"] == 1
+    assert len(prediction.json()["predictions"]) == 1
+    seed = server.post("/api", json={"data": DEMO_EXAMPLE})
+    assert seed.status_code == 200, seed.text
+    assert seed.json() == prediction.json()
+    admin = upload(server, "other", b"not a model")
+    assert admin.status_code == 403, admin.text
+    assert server.stop() == 0, server.output()
+
+    server = serve("--demo", env=env, cwd=workdir)
+    versions = server.get(f"/api/models/{DEMO_MODEL}/versions")
+    assert versions.status_code == 200, versions.text
+    assert [v["version"] for v in versions.json()] == [1]
+    assert [m["name"] for m in server.get("/api/models").json()] == [DEMO_MODEL]
+
+
+# -- an unsafe pickle never runs -----------------------------------------------------------------
+class OpenOnLoad:
+    """Unpickling this calls io.open(marker, "w"): the file appearing means the payload ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+class ShellOnLoad:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def builtins_open_pickle(marker: Path, credit_pipeline: Any) -> bytes:
+    # Written by hand: pickle itself would name io.open, not builtins.open.
+    return b"cbuiltins\nopen\n(V" + str(marker).encode() + b"\nVw\ntR."
+
+
+def joblib_beside_real_model(marker: Path, credit_pipeline: Any) -> bytes:
+    return joblib_bytes([credit_pipeline, OpenOnLoad(marker)])
+
+
+def os_system_pickle(marker: Path, credit_pipeline: Any) -> bytes:
+    return pickle.dumps(ShellOnLoad(marker), protocol=2)
+
+
+@pytest.mark.parametrize(
+    ("make_payload", "offending"),
+    [
+        (builtins_open_pickle, "builtins.open"),
+        (joblib_beside_real_model, "io.open"),
+        (os_system_pickle, f"{os.system.__module__}.system"),
+    ],
+    ids=["pickle-builtins.open", "joblib-io.open", "pickle-os.system"],
+)
+def test_unsafe_pickle_is_refused_and_never_runs(
+    serve: Callable[..., Server],
+    database_url: str,
+    tmp_path: Path,
+    credit_pipeline: Any,
+    make_payload: Callable[[Path, Any], bytes],
+    offending: str,
+) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    store = tmp_path / "store"
+    marker = tmp_path / "payload-ran"
+    env = environment(MAAS_ADMIN_TOKEN=ADMIN_TOKEN, MAAS_DATABASE_URL=database_url, MAAS_STORE_DIR=str(store))
+    server = serve(env=env, cwd=workdir)
+    good = upload(server, "credit", joblib_bytes(credit_pipeline))
+    assert good.status_code == 201, good.text
+    registry_before = server.get("/api/models").json()
+    store_before = store_files(store)
+
+    refused = upload(server, "credit", make_payload(marker, credit_pipeline))
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert body["code"] == 422
+    assert offending in refused.text, body
+    refused_new = upload(server, "evil", make_payload(marker, credit_pipeline))
+    assert refused_new.status_code == 422, refused_new.text
+
+    time.sleep(0.5)  # give a payload that did run (e.g. through a shell) time to show
+    assert not marker.exists(), "the pickle's payload ran"
+    assert server.get("/api/models").json() == registry_before
+    assert server.get("/api/models/evil").status_code == 404
+    assert server.get("/api/models/credit/versions/2").status_code == 404
+    assert store_files(store) == store_before
+    assert server.process.poll() is None
