@@ -12,8 +12,8 @@ from registry import service
 from serving.auth import require_token
 from serving.blueprint import Blueprint
 from serving.errors import RequestError
-from serving.models_api import model_detail
 from serving.jsonbody import InvalidJSON, loads_strict
+from serving.models_api import model_detail
 from serving.registration import register_upload
 from serving.runtime import runtime
 from serving.schemas import (
@@ -101,7 +101,6 @@ class AdminAlias(MethodView):
             version = service.set_alias(session, name, alias, body["version"])
             session.flush()
             session.refresh(version, ["aliases", "model"])
-            version.features
         return version
 
     @blp.response(204)

@@ -81,5 +81,4 @@ class Version(MethodView):
         """One version in full: artifact, estimator, classes, feature schema"""
         with runtime().db.read() as session:
             version = service.get_version(session, name, selector)
-            version.features  # loaded here, inside the session
         return version

@@ -65,7 +65,6 @@ def register_upload(
                 tags=metadata.get("tags"),
                 aliases=metadata.get("aliases", ()),
             )
-            version.features  # load inside the session for the response
     except BaseException:
         if stored.created:
             _forget_artifact(rt, stored.sha256)
