@@ -1,6 +1,6 @@
 """Prediction latency and throughput: over HTTP against `maas serve --demo`, and in-process.
 
-    python bench/bench_predict.py [--requests 2000] [--workers 2] [--threads 4]
+    python bench/bench_predict.py [--requests 2000] [--workers 2] [--threads 1]
 
 Starts `maas serve --demo` (SQLite, in a temporary directory, on 127.0.0.1 and a free port),
 sends a bounded number of sequential requests over one keep-alive connection, then measures
@@ -207,7 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="single-row requests per scenario")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
     table = Table()
