@@ -56,9 +56,10 @@ def _load_skops(path: Path, trusted_modules: Iterable[str]) -> Any:
         )
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
-    except Exception as exc:  # skops raises many kinds for a bad file
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds for a bad file
         raise InvalidArtifact(f"The skops file cannot be read ({type(exc).__name__}).") from None
-    trusted, refused = [], []
+    trusted: list[str] = []
+    refused: list[str] = []
     for type_name in untrusted:
         module, _, name = type_name.rpartition(".")
         (trusted if module and is_trusted_global(module, name, trusted_modules) else refused).append(
@@ -87,7 +88,7 @@ def detect_and_load(path: Path, trusted_modules: Iterable[str] = (), fmt: str | 
     else:
         report = scan_artifact(path, trusted_modules)
         fmt = report.format
-        loader = lambda: _load_pickle(path, report.format, trusted_modules)  # noqa: E731
+        loader = lambda: _load_pickle(path, report.format, trusted_modules)
     pickled_version = None
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -95,7 +96,7 @@ def detect_and_load(path: Path, trusted_modules: Iterable[str] = (), fmt: str | 
             obj = loader()
     except (UnsafeArtifact, InvalidArtifact):
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - unpickling runs the artifact's own code
         raise InvalidArtifact(
             f"The artifact could not be loaded ({type(exc).__name__}); is it a scikit-learn "
             "model saved with joblib, pickle or skops?"

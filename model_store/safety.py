@@ -418,7 +418,7 @@ def _open_source(raw: IO[bytes], size: int | None) -> tuple[_Source, str | None]
     elif compression == "bz2":
         stream = bz2.BZ2File(raw, "rb")
     elif compression in ("lzma", "xz"):
-        stream = lzma.LZMAFile(raw, "rb")
+        stream = lzma.LZMAFile(raw, "rb")  # noqa: SIM115 - lives as long as the scan
     else:
         try:
             from lz4.frame import LZ4FrameFile
@@ -529,7 +529,7 @@ class _Global:
 class _Dict:
     """A dict built by the pickle; items kept while small and keyed by str."""
 
-    __slots__ = ("items", "dunder_key")
+    __slots__ = ("dunder_key", "items")
 
     def __init__(self) -> None:
         self.items: dict[str, Any] | None = {}
@@ -602,8 +602,8 @@ def _real_dtype(value: _Dtype, depth: int) -> Any:
             # copy=True always: __setstate__ must never touch numpy's shared builtin dtypes.
             dtype = np.dtype(args[0], bool(args[1]), True)
             for state in states:
-                dtype.__setstate__(state)
-        except Exception:
+                dtype.__setstate__(state)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - numpy raises many kinds for a bad dtype state
             raise _Unknown from None
     return dtype
 
@@ -711,9 +711,7 @@ class _Scanner:
                 self.findings.offending.add(value.name)
             elif value.name == JOBLIB_ARRAY_WRAPPER:
                 raise _Refused
-        elif isinstance(value, _Wrapper):
-            raise _Refused
-        elif type(value) is tuple and any(_is_wrapper_class(v) for v in value):
+        elif isinstance(value, _Wrapper) or (type(value) is tuple and any(map(_is_wrapper_class, value))):
             raise _Refused
 
     def use_all(self, values: Iterable[Any]) -> None:
@@ -751,7 +749,7 @@ class _Scanner:
     # -- argument readers (pickle.py semantics; pickletools for fixed-size binary arguments) -------
     def arg(self, op: pickletools.OpcodeInfo) -> Any:
         assert op.arg is not None
-        return op.arg.reader(self.frames)
+        return op.arg.reader(self.frames)  # type: ignore[arg-type]  # duck-typed read(n)
 
     def number_line(self) -> bytes:
         line = self.frames.readline(_MAX_NUMBER_LINE)

@@ -110,7 +110,7 @@ def list_models(session: Session, *, offset: int, limit: int) -> tuple[list[Mode
     return _summaries(session, models), total
 
 
-def _versions_of(model: RegisteredModel) -> Select[tuple[ModelVersion]]:
+def _versions_of(model: RegisteredModel) -> Select[Any]:
     return (
         select(ModelVersion)
         .where(ModelVersion.model_id == model.id)
@@ -131,7 +131,7 @@ def list_versions(
     return list(versions), total
 
 
-def _selector_filter(stmt: Select[Any], selector: int | str) -> Select[Any]:
+def _selector_filter(stmt: Any, selector: int | str) -> Any:
     if isinstance(selector, int):
         return stmt.where(ModelVersion.version == selector)
     if selector == LATEST:
@@ -167,7 +167,7 @@ def resolve_version_ref(session: Session, name: str, selector: object) -> Versio
         )
         row = session.execute(_selector_filter(stmt, parsed)).first()
         if row is not None:
-            return VersionRef(*row)
+            return VersionRef(*row)  # type: ignore[call-arg]
     raise _version_not_found(session, name, selector)
 
 

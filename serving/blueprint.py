@@ -15,8 +15,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictJSONParser()
-    DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 50, "max_page_size": 1000}
-    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
+    DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 50, "max_page_size": 1000}  # noqa: RUF012 - overrides flask-smorest's own
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {  # noqa: RUF012
         **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
         "multipart": "multipart/form-data",
     }

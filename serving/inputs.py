@@ -32,7 +32,7 @@ def _check_value(feature: Mapping[str, Any], value: Any) -> str | None:
     elif kind == "string":
         if vtype is not str:
             return f"Must be a string, not {_json_type(value)}."
-    elif kind == "boolean":
+    elif kind == "boolean":  # noqa: SIM102 - one branch per kind
         if vtype is not bool:
             return f"Must be a boolean, not {_json_type(value)}."
     allowed = feature["allowed"]
@@ -166,15 +166,14 @@ class InputSchema:
 
         for name in columns:
             if name not in self.by_name:
-                column = columns[name]
                 if n > 1 and isinstance(data, list):
-                    for row, value in enumerate(column):
+                    for row, value in enumerate(columns[name]):
                         if value is not _MISSING:
                             problem(row, name, "Unknown feature.")
                 else:
                     feature_errors[name] = ["Unknown feature."]
 
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, list[Any]] = {}
         for feature in self.features:
             name = feature["name"]
             column = columns.get(name)
@@ -183,7 +182,7 @@ class InputSchema:
                     feature_errors[name] = ["Missing feature."]
                     continue
                 column = [None] * n
-            values = []
+            values: list[Any] = []
             for row, value in enumerate(column):
                 if value is _MISSING or value is None:
                     if feature["required"]:
@@ -194,7 +193,7 @@ class InputSchema:
                 if message is not None:
                     problem(row, name, message)
                 values.append(value)
-            arrays[name] = values  # type: ignore[assignment]
+            arrays[name] = values
 
         errors: dict[str, Any] = {**feature_errors, **row_errors}
         if errors:

@@ -77,7 +77,7 @@ class StrictJSONParser(FlaskParser):
     Adds the location "multipart": the files and form fields of one multipart body.
     """
 
-    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
+    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}  # noqa: RUF012 - as webargs declares it
 
     def load_multipart(self, req: flask.Request, schema: Any) -> Any:
         return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)

@@ -36,7 +36,7 @@ class Ready(MethodView):
         problems = []
         try:
             rt.db.ping()
-        except Exception as exc:  # any failure to reach the database means "not ready"
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the database means "not ready"
             log.warning("readiness: database: %s", exc)
             problems.append("the registry database does not answer")
         try:

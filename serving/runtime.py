@@ -135,7 +135,7 @@ def run_model(
             proba = np.asarray(estimator.predict_proba(model_input), dtype=np.float64)
             keys = [str(c) for c in np.asarray(estimator.classes_).tolist()]
             probabilities = [dict(zip(keys, _json_values(row))) for row in proba]
-    except Exception as exc:  # the model's code, not ours: report it narrowly
+    except Exception as exc:  # noqa: BLE001 - the model's code, not ours: report it narrowly
         raise PredictionFailed(
             f"Model {label} failed to predict on this input ({type(exc).__name__})."
         ) from None

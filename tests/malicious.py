@@ -100,14 +100,15 @@ def _joblib_bytes(obj: Any, **kwargs: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _wrapper_state(shape: tuple[int, ...], alignment: bool = True) -> bytes:
-    """The BUILD state joblib writes for a float64 NumpyArrayWrapper (protocol 2 spelling)."""
+def wrapper_state(shape: tuple[int, ...], dtype: str = "f8", alignment: bool = True) -> bytes:
+    """The BUILD state joblib writes for a NumpyArrayWrapper of "f8" or "O8" (protocol 2 spelling)."""
+    byteorder, flags = ("|", b"K\x3f") if dtype == "O8" else ("<", b"K\x00")
     items = [
         text("subclass"), glob("numpy", "ndarray"),
         text("shape"), tup(*(b"K" + bytes([d]) for d in shape)),
         text("order"), text("C"),
-        text("dtype"), call(glob("numpy", "dtype"), text("f8"), b"\x89", b"\x88"),
-        tup(b"K\x03", text("<"), b"N", b"N", b"N", b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", b"K\x00") + b"b",
+        text("dtype"), call(glob("numpy", "dtype"), text(dtype), b"\x89", b"\x88"),
+        tup(b"K\x03", text(byteorder), b"N", b"N", b"N", b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", flags) + b"b",
         text("allow_mmap"), b"\x88",
     ]
     if alignment:
@@ -251,7 +252,7 @@ def build_corpus(root: Path) -> list[Case]:
     )
     # joblib reads array bytes straight from the file, after the current frame: opcodes left in the
     # frame run after the array. A scanner skipping "the bytes after BUILD" would skip the payload.
-    wrapper = glob("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + _wrapper_state((3,)) + b"b"
+    wrapper = glob("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + wrapper_state((3,)) + b"b"
     payload = call(glob("posix", "system"), text(touch("frame_smuggling"))) + b"0"
     body = frame(b"]" + wrapper + payload + b"a.")
     alignment = 16 - (len(b"\x80\x04") + len(body) + 1) % 16

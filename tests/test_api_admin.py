@@ -294,8 +294,6 @@ def test_delete_version(three: Any) -> None:
     assert three.get("/api/models/credit").json["latest_version"] == 2
     assert three.delete("/api/admin/models/credit/versions/3", headers=ADMIN).status_code == 404
     # numbers are never reused
-    from tests.conftest import joblib_bytes as _jb  # noqa: F401
-
     assert three.get("/api/models/credit/versions").json[0]["version"] == 2
 
 

@@ -140,7 +140,7 @@ def test_concurrent_registrations_get_distinct_numbers(db: Database) -> None:
     def one() -> None:
         try:
             numbers.append(register(db, name="race"))
-        except BaseException as exc:  # collected and asserted below
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=one) for _ in range(16)]
