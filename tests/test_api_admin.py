@@ -289,7 +289,9 @@ def test_alias_on_unknown_model_is_404(client: Any) -> None:
 
 
 def test_delete_version(three: Any) -> None:
-    assert three.delete("/api/admin/models/credit/versions/3", headers=ADMIN).status_code == 204
+    r = three.delete("/api/admin/models/credit/versions/3", headers=ADMIN)
+    assert r.status_code == 204
+    assert r.data == b""  # a 204 carries no body
     assert three.get("/api/models/credit/versions/3").status_code == 404
     assert three.get("/api/models/credit").json["latest_version"] == 2
     assert three.delete("/api/admin/models/credit/versions/3", headers=ADMIN).status_code == 404
