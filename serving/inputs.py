@@ -22,7 +22,7 @@ def _check_value(feature: Mapping[str, Any], value: Any) -> str | None:
     if kind == "number":
         if vtype is not int and vtype is not float:
             return f"Must be a number, not {_json_type(value)}."
-        if vtype is int and not -1.7e308 < value < 1.7e308:
+        if not -1.7e308 < value < 1.7e308:  # huge ints, and 1e999 (which JSON parses as inf)
             return "Number out of range."
     elif kind == "integer":
         if vtype is not int:
@@ -61,6 +61,37 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def _fast_array(feature: Mapping[str, Any], column: list[Any]) -> np.ndarray | None:
+    """The typed array of a column whose every value is fine, checked by numpy and set operations;
+    None when any value may not be (a null, a wrong type, a bound crossed): the caller then checks
+    value by value, so that errors name each offending row."""
+    kind = feature["type"]
+    types = set(map(type, column))
+    array: np.ndarray
+    try:
+        if kind == "number" and types <= {int, float}:
+            array = np.array(column, dtype=np.float64)
+            if not np.isfinite(array).all():
+                return None
+        elif kind == "integer" and types == {int}:
+            array = np.array(column, dtype=np.int64)
+        elif kind == "string" and types == {str}:
+            if feature["allowed"] is not None and not feature["allowed"].issuperset(column):
+                return None
+            return np.array(column, dtype=object)
+        elif kind == "boolean" and types == {bool}:
+            return np.array(column, dtype=bool)
+        else:
+            return None
+    except OverflowError:  # an integer beyond int64 / float64
+        return None
+    if feature["minimum"] is not None and (array < feature["minimum"]).any():
+        return None
+    if feature["maximum"] is not None and (array > feature["maximum"]).any():
+        return None
+    return array
 
 
 def _to_array(kind: str, column: list[Any]) -> np.ndarray:
@@ -173,7 +204,8 @@ class InputSchema:
                 else:
                     feature_errors[name] = ["Unknown feature."]
 
-        arrays: dict[str, list[Any]] = {}
+        typed: dict[str, np.ndarray] = {}
+        checked: dict[str, list[Any]] = {}  # columns checked value by value, typed once all pass
         for feature in self.features:
             name = feature["name"]
             column = columns.get(name)
@@ -182,6 +214,10 @@ class InputSchema:
                     feature_errors[name] = ["Missing feature."]
                     continue
                 column = [None] * n
+            fast = _fast_array(feature, column)
+            if fast is not None:
+                typed[name] = fast
+                continue
             values: list[Any] = []
             for row, value in enumerate(column):
                 if value is _MISSING or value is None:
@@ -193,7 +229,7 @@ class InputSchema:
                 if message is not None:
                     problem(row, name, message)
                 values.append(value)
-            arrays[name] = values
+            checked[name] = values
 
         errors: dict[str, Any] = {**feature_errors, **row_errors}
         if errors:
@@ -203,7 +239,9 @@ class InputSchema:
                 f"The input does not match the feature schema of {self.label}: {count} problem(s).",
                 {"json": {"data": errors}},
             )
-        typed = {f["name"]: _to_array(f["type"], arrays[f["name"]]) for f in self.features}
+        for feature in self.features:
+            if feature["name"] in checked:
+                typed[feature["name"]] = _to_array(feature["type"], checked[feature["name"]])
         if self.column_names is not None:
             return pd.DataFrame({name: typed[name] for name in self.column_names}, copy=False), n
         if len(typed) == 1 or len({a.dtype for a in typed.values()}) == 1:

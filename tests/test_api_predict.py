@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -164,6 +165,36 @@ def test_columnar_errors_name_rows(client: Any, credit: Any) -> None:
     r = client.post("/api/predict", json={"model": "credit", "data": columns})
     assert r.status_code == 422
     assert set(r.json["errors"]["json"]["data"]) == {"2"}
+
+
+def test_large_columnar_batch_predicts_and_names_each_bad_row(client: Any, credit: Any) -> None:
+    rng = np.random.default_rng(9)
+    n = 3000
+    columns: dict[str, list[Any]] = {
+        "age": rng.integers(18, 90, n).tolist(),  # JSON integers in a number feature
+        "income": rng.normal(50_000, 9_000, n).round(2).tolist(),
+        "gender": rng.choice(["female", "male"], n).tolist(),
+        "region": rng.choice(["east", "north", "south"], n).tolist(),
+    }
+    r = client.post("/api/predict", json={"model": "credit", "data": columns})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == credit.predict(pd.DataFrame(columns)).tolist()
+
+    columns["age"][17] = 2**80  # a huge integer is still a number
+    columns["age"][18] = 10**400  # past float64: out of range
+    columns["income"][5] = "__inf__"  # becomes 1e999, a JSON number that parses as infinity
+    columns["income"][2999] = None
+    columns["region"][1234] = "atlantis"
+    raw = json.dumps({"model": "credit", "data": columns}).replace('"__inf__"', "1e999")
+    r = client.post("/api/predict", data=raw, content_type="application/json")
+    assert r.status_code == 422, r.json
+    errors = r.json["errors"]["json"]["data"]
+    assert set(errors) == {"5", "18", "1234", "2999"}
+    assert errors["5"] == {"income": ["Number out of range."]}
+    assert errors["18"] == {"age": ["Number out of range."]}
+    assert errors["2999"] == {"income": ["Must not be null."]}
+    assert list(errors["1234"]) == ["region"]
+    assert "one of" in errors["1234"]["region"][0]
 
 
 @pytest.mark.parametrize(
