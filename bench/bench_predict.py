@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,21 +22,9 @@ from typing import Any
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.live
 from serving.demo import DEMO_EXAMPLE, DEMO_MODEL, synthetic_loans
-
-READY_TIMEOUT_S = 60.0
-_console_script = Path(sys.executable).parent / "maas"
-MAAS = (
-    [str(_console_script)]
-    if _console_script.exists()
-    else [sys.executable, "-c", "from serving.cli import main; main(prog_name='maas')"]
-)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.live import ServerFailed, environment, launch
 
 
 def columnar(rows: int) -> dict[str, list[Any]]:
@@ -97,44 +82,6 @@ class Table:
         print("  ".join("-" * w for w in widths))
         for line in self.lines:
             print(fmt(line))
-
-
-def start_server(workdir: Path, port: int, workers: int, threads: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
-    env["MAAS_LOG_LEVEL"] = "WARNING"
-    log = (workdir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [*MAAS, "serve", "--demo", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--threads", str(threads)],
-        cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                return process
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    stop_server(process)
-    sys.exit(f"maas serve did not become ready:\n{(workdir / 'server.log').read_text()[-3000:]}")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def bench_http(table: Table, url: str, requests_count: int) -> None:
@@ -213,13 +160,19 @@ def main() -> None:
     table = Table()
     with tempfile.TemporaryDirectory(prefix="maas-bench-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
-        print(f"starting maas serve --demo on 127.0.0.1:{port} in {workdir}", file=sys.stderr, flush=True)
-        server = start_server(workdir, port, args.workers, args.threads)
+        server = launch(
+            "--demo", "--threads", str(args.threads),
+            env=environment(MAAS_LOG_LEVEL="WARNING"), cwd=workdir, log=workdir / "server.log",
+            workers=args.workers,
+        )
+        print(f"starting maas serve --demo on {server.url} in {workdir}", file=sys.stderr, flush=True)
         try:
-            bench_http(table, f"http://127.0.0.1:{port}", args.requests)
+            server.wait_ready()
+            bench_http(table, server.url, args.requests)
+        except ServerFailed as exc:
+            sys.exit(str(exc))
         finally:
-            stop_server(server)
+            server.stop()
         bench_in_process(table, workdir, args.requests)
 
     import platform

@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,85 +16,7 @@ import requests
 
 from serving.demo import DEMO_EXAMPLE, DEMO_MODEL
 from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
-
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
-HTTP_TIMEOUT_S = 30.0
-
-_console_script = Path(sys.executable).parent / "maas"
-MAAS = (
-    [str(_console_script)]
-    if _console_script.exists()
-    else [sys.executable, "-c", "from serving.cli import main; main(prog_name='maas')"]
-)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def environment(**maas: str) -> dict[str, str]:
-    """This process's environment without any MAAS_* variable, plus `maas`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAAS_")}
-    env.update(maas)
-    return env
-
-
-@dataclass
-class Server:
-    """A `maas serve` process bound to 127.0.0.1 on a port of its own."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    session: requests.Session = field(default_factory=requests.Session)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.get(self.url + path, timeout=HTTP_TIMEOUT_S, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.post(self.url + path, timeout=HTTP_TIMEOUT_S, **kwargs)
-
-    def put(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.put(self.url + path, timeout=HTTP_TIMEOUT_S, **kwargs)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"maas serve exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if requests.get(self.url + "/health/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:  # refused while binding, or no worker booted yet
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"maas serve not ready after {READY_TIMEOUT_S:.0f} s:\n{self.output()}")
-
-    def stop(self) -> int:
-        """SIGTERM (gunicorn's graceful shutdown), then SIGKILL to the whole group if it hangs."""
-        self.session.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT_S)
-        try:  # workers left behind by a master that died first
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return self.process.returncode
+from tests.live import Server, ServerFailed, environment, launch
 
 
 @pytest.fixture
@@ -112,22 +29,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     runtime_dir.mkdir()
 
     def start(*args: str, env: dict[str, str], cwd: Path) -> Server:
-        port = free_port()
         log = tmp_path / f"server-{len(servers)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*MAAS, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", *args],
-                cwd=cwd,
-                env={**env, "XDG_RUNTIME_DIR": str(runtime_dir)},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: the teardown kills workers too
-            )
-        server = Server(process, port, log)
+        server = launch(*args, env={**env, "XDG_RUNTIME_DIR": str(runtime_dir)}, cwd=cwd, log=log)
         servers.append(server)
-        server.wait_ready()
-        assert f"Listening at: http://127.0.0.1:{port}" in log.read_text(errors="replace"), server.output()
+        try:
+            server.wait_ready()
+        except ServerFailed as exc:
+            pytest.fail(str(exc))
+        assert f"Listening at: {server.url}" in log.read_text(errors="replace"), server.output()
         assert not list(runtime_dir.iterdir()), "gunicorn's control socket is enabled"
         assert "Control socket" not in log.read_text(errors="replace"), server.output()
         return server
