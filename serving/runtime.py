@@ -12,7 +12,7 @@ import numpy as np
 from flask import Flask, current_app
 
 from model_store.cache import EstimatorCache
-from model_store.errors import PredictionFailed
+from model_store.errors import ArtifactUnavailable, PredictionFailed
 from model_store.store import ArtifactStore
 from registry import service
 from registry.db import Database
@@ -116,7 +116,12 @@ class Runtime:
         """Resolve, check, predict: the hot path of every prediction route."""
         with self.db.read() as session:
             ref = service.resolve_version_ref(session, name, selector)
-        estimator = self.estimators.get(ref.sha256, ref.format)
+        try:
+            estimator = self.estimators.get(ref.sha256, ref.format)
+        except ArtifactUnavailable as exc:
+            raise ArtifactUnavailable(
+                f"Version {ref.version} of '{ref.model}' cannot be served: {exc.message}"
+            ) from None
         model_input, _ = self.input_schema(ref, estimator).to_model_input(data)
         return run_model(ref.model, ref.version, estimator, model_input, with_probabilities)
 

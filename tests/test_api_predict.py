@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -344,3 +345,39 @@ def test_model_error_is_422_and_next_request_works(make_app: Any, credit_pipelin
     ok = client.post("/api/predict", json={"model": "picky", "data": {"a": [1, 2], "b": [1, 1]}})
     assert ok.status_code == 200 and ok.json["predictions"] == [2.0, 3.0]
     assert client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW}).status_code == 200
+
+
+# -- artifacts damaged on disk ----------------------------------------------------------------
+def test_damaged_or_vanished_artifact_is_503_for_that_version_only(
+    make_app: Any, settings: Any, credit_pipeline: Any, regressor: Any, string_classifier: Any
+) -> None:
+    client = make_app().test_client()
+    shas = {}
+    for name, model in (("credit", credit_pipeline), ("reg", regressor), ("bmi", string_classifier)):
+        r = upload(client, name, model)
+        assert r.status_code == 201, r.json
+        shas[name] = r.json["sha256"]
+    store = Path(settings.store_dir)
+    [damaged] = [p for p in store.rglob(shas["credit"]) if p.is_file()]
+    [vanished] = [p for p in store.rglob(shas["reg"]) if p.is_file()]
+    original = damaged.read_bytes()
+    damaged.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    vanished.unlink()
+
+    cold = make_app().test_client()  # a new worker: nothing cached yet
+    credit = {"model": "credit", "data": CREDIT_ROW}
+    for body, words in ((credit, "damaged"), ({"model": "reg", "data": {"x1": 1, "x2": 2}}, "missing")):
+        r = cold.post("/api/predict", json=body)
+        assert r.status_code == 503, r.json
+        assert r.json["code"] == 503 and words in r.json["message"]
+        assert f"Version 1 of '{body['model']}' cannot be served" in r.json["message"]
+        assert "Traceback" not in r.get_data(as_text=True)
+    r = cold.post("/api/predict", json={"model": "bmi", "data": {"height": 180.0, "weight": 100.0}})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == string_classifier.predict(pd.DataFrame([{"height": 180.0, "weight": 100.0}])).tolist()
+    assert cold.get("/api/models/credit/versions/1").status_code == 200  # the registry still lists it
+
+    damaged.write_bytes(original)  # repaired: the same worker serves it again, with no restart
+    r = cold.post("/api/predict", json=credit)
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == credit_pipeline.predict(pd.DataFrame([CREDIT_ROW])).tolist()
