@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from flask import Flask, current_app
+from sklearn.pipeline import Pipeline
 
 from model_store.cache import EstimatorCache
 from model_store.errors import ArtifactUnavailable, PredictionFailed
@@ -134,17 +135,29 @@ def run_model(
     if with_probabilities and not callable(getattr(estimator, "predict_proba", None)):
         raise PredictionFailed(f"Model {label} has no predict_proba: it cannot return probabilities.")
     try:
-        predictions = _json_values(estimator.predict(model_input))
         probabilities = None
         if with_probabilities:
-            proba = np.asarray(estimator.predict_proba(model_input), dtype=np.float64)
-            keys = [str(c) for c in np.asarray(estimator.classes_).tolist()]
+            final, final_input = _final_step(estimator, model_input)
+            predictions = _json_values(final.predict(final_input))
+            proba = np.asarray(final.predict_proba(final_input), dtype=np.float64)
+            keys = [str(c) for c in np.asarray(final.classes_).tolist()]
             probabilities = [dict(zip(keys, _json_values(row))) for row in proba]
+        else:
+            predictions = _json_values(estimator.predict(model_input))
     except Exception as exc:  # noqa: BLE001 - the model's code, not ours: report it narrowly
         raise PredictionFailed(
             f"Model {label} failed to predict on this input ({type(exc).__name__})."
         ) from None
     return Prediction(model, version, predictions, probabilities)
+
+
+def _final_step(estimator: Any, model_input: Any) -> tuple[Any, Any]:
+    """A pipeline's last step and the input transformed by the steps before it, as its predict and
+    predict_proba would each do: asked for both, the transforms then run once, not twice."""
+    while isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
+        model_input = estimator[:-1].transform(model_input)
+        estimator = estimator[-1]
+    return estimator, model_input
 
 
 def runtime() -> Runtime:

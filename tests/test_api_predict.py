@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from tests.conftest import CREDIT_ROW, upload
+from tests.conftest import CREDIT_ROW, loans, upload
 from tests.fixture_models import PickyRegressor
 
 
@@ -60,11 +62,33 @@ def test_probabilities(client: Any, credit: Any) -> None:
     )
     assert r.status_code == 200
     proba = credit.predict_proba(pd.DataFrame(ROWS))
+    assert r.json["predictions"] == credit.predict(pd.DataFrame(ROWS)).tolist()
     assert len(r.json["probabilities"]) == 3
     for row, probs in zip(r.json["probabilities"], proba):
         assert set(row) == {"0", "1"}
         assert row["0"] == pytest.approx(probs[0])
         assert row["1"] == pytest.approx(probs[1])
+
+
+def test_probabilities_of_nested_pipelines_match_the_model(client: Any, credit_pipeline: Any) -> None:
+    frame, target = loans(seed=5)
+    nested = Pipeline(
+        [
+            ("prepare", credit_pipeline.named_steps["prepare"]),
+            ("nothing", "passthrough"),
+            ("inner", Pipeline([("scale", StandardScaler()), ("forest", RandomForestClassifier(n_estimators=15, random_state=0))])),
+        ]
+    ).fit(frame, target)
+    assert upload(client, "nested", nested).status_code == 201
+    rows = frame.head(40)
+    r = client.post(
+        "/api/predict",
+        json={"model": "nested", "data": rows.to_dict(orient="records"), "return_probabilities": True},
+    )
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == nested.predict(rows).tolist()
+    served = np.array([[p[str(c)] for c in nested.classes_] for p in r.json["probabilities"]])
+    np.testing.assert_allclose(served, nested.predict_proba(rows))
 
 
 def test_probabilities_absent_unless_asked(client: Any, credit: Any) -> None:
