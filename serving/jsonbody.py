@@ -49,8 +49,11 @@ def loads_strict(raw: str | bytes) -> Any:
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
     # No deeper than the number of brackets: most bodies (columns of any length) skip the walk.
-    text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if text.count(b"[") + text.count(b"{") > MAX_DEPTH:
+    if isinstance(raw, str):
+        brackets = raw.count("[") + raw.count("{")
+    else:
+        brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets > MAX_DEPTH:
         _check_depth(value)
     return value
 
