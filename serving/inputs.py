@@ -13,6 +13,7 @@ from serving.errors import RequestError
 
 _MISSING = object()
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+NUMBER_LIMIT = 1.7e308  # a number's magnitude must stay below it (float64 tops out near 1.8e308)
 
 
 def _check_value(feature: Mapping[str, Any], value: Any) -> str | None:
@@ -22,7 +23,7 @@ def _check_value(feature: Mapping[str, Any], value: Any) -> str | None:
     if kind == "number":
         if vtype is not int and vtype is not float:
             return f"Must be a number, not {_json_type(value)}."
-        if not -1.7e308 < value < 1.7e308:  # huge ints, and 1e999 (which JSON parses as inf)
+        if not -NUMBER_LIMIT < value < NUMBER_LIMIT:  # huge ints, and 1e999 (JSON parses it as inf)
             return "Number out of range."
     elif kind == "integer":
         if vtype is not int:
@@ -63,29 +64,27 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+_FAST_TYPES: dict[str, set[type]] = {"number": {int, float}, "integer": {int}, "string": {str}, "boolean": {bool}}
+
+
 def _fast_array(feature: Mapping[str, Any], column: list[Any]) -> np.ndarray | None:
     """The typed array of a column whose every value is fine, checked by numpy and set operations;
-    None when any value may not be (a null, a wrong type, a bound crossed): the caller then checks
-    value by value, so that errors name each offending row."""
+    None when any value may not be (a null, a wrong type, a value not allowed, a bound crossed): the
+    caller then checks value by value (_check_value), so that errors name each offending row."""
     kind = feature["type"]
-    types = set(map(type, column))
-    array: np.ndarray
+    if not set(map(type, column)) <= _FAST_TYPES[kind]:
+        return None
+    if feature["allowed"] is not None and not feature["allowed"].issuperset(column):
+        return None
+    if kind == "string":
+        return np.array(column, dtype=object)
+    if kind == "boolean":
+        return np.array(column, dtype=bool)
     try:
-        if kind == "number" and types <= {int, float}:
-            array = np.array(column, dtype=np.float64)
-            if not np.isfinite(array).all():
-                return None
-        elif kind == "integer" and types == {int}:
-            array = np.array(column, dtype=np.int64)
-        elif kind == "string" and types == {str}:
-            if feature["allowed"] is not None and not feature["allowed"].issuperset(column):
-                return None
-            return np.array(column, dtype=object)
-        elif kind == "boolean" and types == {bool}:
-            return np.array(column, dtype=bool)
-        else:
-            return None
+        array = np.array(column, dtype=np.float64 if kind == "number" else np.int64)
     except OverflowError:  # an integer beyond int64 / float64
+        return None
+    if kind == "number" and not (np.abs(array) < NUMBER_LIMIT).all():
         return None
     if feature["minimum"] is not None and (array < feature["minimum"]).any():
         return None

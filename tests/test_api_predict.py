@@ -268,6 +268,29 @@ def test_bounds_allowed_and_optional_from_declared_schema(client: Any) -> None:
     assert "integer" in errors["2"]["x2"][0]
 
 
+def test_allowed_and_range_hold_for_clean_columns(client: Any, numpy_model: Any) -> None:
+    """Columns of well-typed values (checked whole, not value by value) still get every rule."""
+    features = [
+        {"name": "a", "type": "integer", "allowed": [1, 2, 3]},
+        {"name": "b", "type": "number", "allowed": [0.5, 1.5]},
+        {"name": "c", "type": "number"},
+    ]
+    assert upload(client, "plain", numpy_model, {"features": features}).status_code == 201
+    ok = client.post("/api/predict", json={"model": "plain", "data": {"a": [1, 3], "b": [0.5, 1.5], "c": [0, 1e300]}})
+    assert ok.status_code == 200, ok.json
+    for data, row, name, words in (
+        ({"a": [1, 7], "b": [0.5, 1.5], "c": [0, 0]}, "1", "a", "one of"),
+        ({"a": [1, 2], "b": [2.5, 1.5], "c": [0, 0]}, "0", "b", "one of"),
+        ({"a": [1, 2], "b": [0.5, 1.5], "c": [0, 1.75e308]}, "1", "c", "out of range"),
+        ({"a": 7, "b": 0.5, "c": 0}, None, "a", "one of"),
+    ):
+        r = client.post("/api/predict", json={"model": "plain", "data": data})
+        assert r.status_code == 422, (data, r.json)
+        errors = r.json["errors"]["json"]["data"]
+        named = errors if row is None else errors[row]
+        assert list(named) == [name] and words in named[name][0].lower(), errors
+
+
 def test_row_limit_is_413(make_app: Any, credit_pipeline: Any) -> None:
     client = make_app(max_batch_rows=5).test_client()
     assert upload(client, "credit", credit_pipeline).status_code == 201
