@@ -33,12 +33,14 @@ class EstimatorCache:
         with self._lock:
             loading = self._loading.setdefault(sha256, threading.Lock())
         # One thread loads a given artifact; the others wait for it instead of loading it too.
-        with loading:
-            estimator = self._cached(sha256)
-            if estimator is None:
-                estimator = self._load(sha256, fmt)
-        with self._lock:
-            self._loading.pop(sha256, None)
+        try:
+            with loading:
+                estimator = self._cached(sha256)
+                if estimator is None:
+                    estimator = self._load(sha256, fmt)
+        finally:
+            with self._lock:
+                self._loading.pop(sha256, None)
         return estimator
 
     def _cached(self, sha256: str) -> Any:
@@ -71,6 +73,3 @@ class EstimatorCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()

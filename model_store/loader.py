@@ -16,6 +16,7 @@ import sklearn
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
 from model_store.safety import RestrictedUnpickler, is_trusted_global, scan_artifact
+from model_store.schema import python_value
 
 SKOPS = "skops"
 # A skops file is a zip; refuse one that would inflate past this before skops reads it.
@@ -118,10 +119,6 @@ def _public_name(cls: type) -> str:
     return ".".join(parts + [cls.__qualname__])
 
 
-def _json_value(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def load_artifact(path: Path, trusted_modules: Iterable[str] = ()) -> LoadedArtifact:
     """Load an uploaded artifact and check it can predict; raises InvalidArtifact/UnsafeArtifact."""
     estimator, fmt, pickled_version = detect_and_load(path, trusted_modules)
@@ -134,9 +131,8 @@ def load_artifact(path: Path, trusted_modules: Iterable[str] = ()) -> LoadedArti
         estimator=estimator,
         format=fmt,
         estimator_name=_public_name(type(estimator)),
-        has_predict_proba=callable(getattr(estimator, "predict_proba", None))
-        and _has_working_attr(estimator, "predict_proba"),
-        classes=[_json_value(c) for c in np.asarray(classes).tolist()] if classes is not None else None,
+        has_predict_proba=callable(getattr(estimator, "predict_proba", None)),
+        classes=[python_value(c) for c in np.asarray(classes).tolist()] if classes is not None else None,
         library_versions={
             "python": platform.python_version(),
             "scikit-learn": pickled_version or sklearn.__version__,
@@ -146,11 +142,3 @@ def load_artifact(path: Path, trusted_modules: Iterable[str] = ()) -> LoadedArti
     )
 
 
-def _has_working_attr(estimator: Any, name: str) -> bool:
-    # sklearn hides predict_proba behind available_if: hasattr is False when the final
-    # step (e.g. SVC(probability=False)) cannot provide it.
-    try:
-        getattr(estimator, name)
-    except AttributeError:
-        return False
-    return True

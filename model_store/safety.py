@@ -44,7 +44,6 @@ __all__ = [
     "ScanReport",
     "is_trusted_global",
     "scan_artifact",
-    "scan_bytes",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -1226,11 +1225,6 @@ def scan_artifact(path: str | os.PathLike[str], extra_trusted_modules: Iterable[
     """
     with open(path, "rb", buffering=0) as raw:
         return _scan(raw, os.fstat(raw.fileno()).st_size, extra_trusted_modules)
-
-
-def scan_bytes(data: bytes, extra_trusted_modules: Iterable[str] = ()) -> ScanReport:
-    """scan_artifact for an artifact already in memory."""
-    return _scan(io.BytesIO(data), len(data), extra_trusted_modules)
 
 
 # ---------------------------------------------------------------------------------------------

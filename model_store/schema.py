@@ -37,12 +37,13 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _python(value: Any) -> Any:
+def python_value(value: Any) -> Any:
+    """A numpy scalar as the plain Python value; anything else unchanged."""
     return value.item() if isinstance(value, np.generic) else value
 
 
 def _categorical_feature(name: str, categories: Sequence[Any], imputed: bool) -> dict[str, Any]:
-    values = [_python(v) for v in categories]
+    values = [python_value(v) for v in categories]
     present = [v for v in values if not _is_missing(v)]
     required = not imputed and len(present) == len(values)
     if all(isinstance(v, str) for v in present):

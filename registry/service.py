@@ -101,9 +101,13 @@ def summarize_model(session: Session, model: RegisteredModel) -> ModelSummary:
     return _summaries(session, [model])[0]
 
 
+def count_models(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(RegisteredModel)) or 0
+
+
 def list_models(session: Session, *, offset: int, limit: int) -> tuple[list[ModelSummary], int]:
     """One page of models by name, and how many there are in all."""
-    total = session.scalar(select(func.count()).select_from(RegisteredModel)) or 0
+    total = count_models(session)
     models = session.scalars(
         select(RegisteredModel).order_by(RegisteredModel.name).offset(offset).limit(limit)
     ).all()
@@ -308,6 +312,7 @@ def set_alias(session: Session, name: str, alias: str, selector: object) -> Mode
     except IntegrityError:
         # The version was deleted under us.
         raise NotFound(f"Model '{name}' has no version {ref.version}.") from None
+    session.refresh(version, ["aliases", "model"])
     return version
 
 

@@ -99,8 +99,6 @@ class AdminAlias(MethodView):
         """Create or move an alias to a version"""
         with runtime().db.write() as session:
             version = service.set_alias(session, name, alias, body["version"])
-            session.flush()
-            session.refresh(version, ["aliases", "model"])
         return version
 
     @blp.response(204)

@@ -91,19 +91,20 @@ def serve(host: str, port: int, workers: int, threads: int, database_url: str | 
 def register_demo(settings: Settings, database: Database) -> None:
     """Register the demo model unless the registry already holds models."""
     with database.read() as session:
-        _, count = service.list_models(session, offset=0, limit=1)
+        count = service.count_models(session)
     if count:
         click.echo(f"registry has {count} model(s): demo model not registered")
         return
-    from serving.app import create_app
     from serving.demo import DEMO_METADATA, DEMO_MODEL, demo_artifact
     from serving.registration import register_upload
-    from serving.runtime import runtime
+    from serving.runtime import Runtime
 
-    app = create_app(settings, upgrade_db=False)
-    with app.app_context():
-        version = register_upload(runtime(), DEMO_MODEL, demo_artifact(), DEMO_METADATA)
-        runtime().db.dispose()
+    rt = Runtime(settings)
+    rt.store.init()
+    try:
+        version = register_upload(rt, DEMO_MODEL, demo_artifact(), DEMO_METADATA)
+    finally:
+        rt.db.dispose()
     click.echo(f"registered demo model {DEMO_MODEL} version {version.version}")
 
 

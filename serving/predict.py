@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response, jsonify
 from flask.views import MethodView
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from registry import service
 from registry.errors import NotFound
@@ -38,7 +38,7 @@ def default_model_name() -> str:
     if rt.settings.default_model:
         return rt.settings.default_model
     with rt.db.read() as session:
-        count = session.scalar(select(func.count()).select_from(RegisteredModel)) or 0
+        count = service.count_models(session)
         if count == 1:
             return session.scalars(select(RegisteredModel.name)).one()
     raise NotFound(

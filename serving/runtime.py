@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 
 from model_store.cache import EstimatorCache
 from model_store.errors import ArtifactUnavailable, PredictionFailed
+from model_store.schema import feature
 from model_store.store import ArtifactStore
 from registry import service
 from registry.db import Database
@@ -84,14 +85,7 @@ class Runtime:
                 return schema
         with self.db.read() as session:
             features = [
-                {
-                    "name": f.name,
-                    "type": f.type,
-                    "required": f.required,
-                    "allowed": f.allowed,
-                    "minimum": f.minimum,
-                    "maximum": f.maximum,
-                }
+                feature(f.name, f.type, required=f.required, allowed=f.allowed, minimum=f.minimum, maximum=f.maximum)
                 for f in service.get_features(session, ref.id)
             ]
         schema = self.compile_inputs(ref.model, ref.version, features, estimator)
