@@ -105,7 +105,7 @@ class ModelVersion(Base):
         order_by="Feature.position",
         cascade="all, delete-orphan",
         passive_deletes=True,
-        lazy="selectin",
+        lazy="raise",  # loaded only where shown: get_version, set_alias, register_version
     )
     aliases: Mapped[list[Alias]] = relationship(
         back_populates="model_version", order_by="Alias.name", viewonly=True

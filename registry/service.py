@@ -123,6 +123,11 @@ def _versions_of(model: RegisteredModel) -> Select[Any]:
     )
 
 
+def versions_of(session: Session, model: RegisteredModel) -> list[ModelVersion]:
+    """All of a model's versions, newest first."""
+    return list(session.scalars(_versions_of(model)))
+
+
 def list_versions(
     session: Session, name: str, *, offset: int, limit: int | None
 ) -> tuple[list[ModelVersion], int]:
@@ -181,7 +186,11 @@ def get_version(session: Session, name: str, selector: object) -> ModelVersion:
     version = session.scalar(
         select(ModelVersion)
         .where(ModelVersion.id == ref.id)
-        .options(selectinload(ModelVersion.aliases), selectinload(ModelVersion.model))
+        .options(
+            selectinload(ModelVersion.aliases),
+            selectinload(ModelVersion.model),
+            selectinload(ModelVersion.features),
+        )
     )
     if version is None:  # deleted between the two reads
         raise _version_not_found(session, name, selector)
@@ -312,7 +321,7 @@ def set_alias(session: Session, name: str, alias: str, selector: object) -> Mode
     except IntegrityError:
         # The version was deleted under us.
         raise NotFound(f"Model '{name}' has no version {ref.version}.") from None
-    session.refresh(version, ["aliases", "model"])
+    session.refresh(version, ["aliases", "model", "features"])
     return version
 
 

@@ -238,9 +238,8 @@ class InputSchema:
                 f"The input does not match the feature schema of {self.label}: {count} problem(s).",
                 {"json": {"data": errors}},
             )
-        for feature in self.features:
-            if feature["name"] in checked:
-                typed[feature["name"]] = _to_array(feature["type"], checked[feature["name"]])
+        for name, values in checked.items():
+            typed[name] = _to_array(self.by_name[name]["type"], values)
         if self.column_names is not None:
             return pd.DataFrame({name: typed[name] for name in self.column_names}, copy=False), n
         if len(typed) == 1 or len({a.dtype for a in typed.values()}) == 1:

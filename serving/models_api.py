@@ -24,7 +24,7 @@ blp = Blueprint("models", __name__, url_prefix="/api/models", description="The m
 def model_detail(session: Session, name: str) -> dict[str, Any]:
     """A model's summary fields plus all its versions, newest first; raises NotFound."""
     model = service.get_model(session, name)
-    versions, _ = service.list_versions(session, name, offset=0, limit=None)
+    versions = service.versions_of(session, model)
     return {**asdict(service.summarize_model(session, model)), "versions": versions}
 
 
