@@ -108,6 +108,8 @@ def count_models(session: Session) -> int:
 def list_models(session: Session, *, offset: int, limit: int) -> tuple[list[ModelSummary], int]:
     """One page of models by name, and how many there are in all."""
     total = count_models(session)
+    if offset >= total:  # also keeps a huge page number from overflowing the database's OFFSET
+        return [], total
     models = session.scalars(
         select(RegisteredModel).order_by(RegisteredModel.name).offset(offset).limit(limit)
     ).all()
@@ -136,6 +138,8 @@ def list_versions(
     total = session.scalar(
         select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model.id)
     ) or 0
+    if offset >= total:
+        return [], total
     versions = session.scalars(_versions_of(model).offset(offset).limit(limit)).all()
     return list(versions), total
 
@@ -293,13 +297,20 @@ def _check_alias_name(alias: str) -> None:
 def _point_alias(
     session: Session, model: RegisteredModel, alias: str, version: ModelVersion
 ) -> Alias:
-    row = session.scalar(
-        select(Alias).where(Alias.model_id == model.id, Alias.name == alias).with_for_update()
-    )
+    existing = select(Alias).where(Alias.model_id == model.id, Alias.name == alias).with_for_update()
+    row = session.scalar(existing)
     if row is None:
-        row = Alias(model_id=model.id, name=alias, version_id=version.id)
-        session.add(row)
-    else:
+        try:
+            # A savepoint: when another transaction creates the same alias first, only this
+            # insert is undone, and the alias it created is moved instead.
+            with session.begin_nested():
+                row = Alias(model_id=model.id, name=alias, version_id=version.id)
+                session.add(row)
+        except IntegrityError:
+            row = session.scalar(existing)
+            if row is None:
+                raise
+    if row.version_id != version.id:
         row.version_id = version.id
         row.updated_at = utcnow()
     model.updated_at = utcnow()
@@ -314,7 +325,10 @@ def set_alias(session: Session, name: str, alias: str, selector: object) -> Mode
     model = get_model(session, name)
     _check_alias_name(alias)
     ref = resolve_version_ref(session, name, selector)
-    version = session.get_one(ModelVersion, ref.id, with_for_update={"read": True})
+    # A share lock: the version cannot be deleted under the alias until this commits.
+    version = session.get(ModelVersion, ref.id, with_for_update={"read": True}, populate_existing=True)
+    if version is None:  # deleted between the resolve and the lock
+        raise NotFound(f"Model '{name}' has no version {ref.version}.")
     _point_alias(session, model, alias, version)
     try:
         session.flush()
@@ -341,7 +355,9 @@ def delete_version(session: Session, name: str, selector: object) -> int:
     Raises NotFound, or Conflict while an alias points to it.
     """
     ref = resolve_version_ref(session, name, selector)
-    version = session.get_one(ModelVersion, ref.id, with_for_update=True)
+    version = session.get(ModelVersion, ref.id, with_for_update=True, populate_existing=True)
+    if version is None:  # a concurrent delete won the race for it
+        raise NotFound(f"Model '{name}' has no version or alias {selector!r}.")
     blocking = session.scalars(
         select(Alias.name).where(Alias.version_id == version.id).order_by(Alias.name)
     ).all()

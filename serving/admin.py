@@ -64,7 +64,8 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
         raise RequestError(422, "The upload metadata is invalid: see errors.", {"form": {"metadata": exc.messages}}) from None
 
 
-@blp.route("/models/<name>/versions", endpoint="Upload")
+# A bad name (one holding %2F, say) reaches the view and its 422 instead of matching no route.
+@blp.route("/models/<anytext:name>/versions", endpoint="Upload")
 class Upload(MethodView):
     @blp.arguments(UploadSchema, location="multipart")
     @blp.response(201, VersionSchema, headers={"Location": {"description": "URL of the new version", "schema": {"type": "string"}}})

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import swagger_ui_bundle
 from flask import Flask, request, send_from_directory
+from werkzeug.routing import PathConverter
 
 from migrations.runner import upgrade_database
 from serving import admin, models_api, ops, predict
@@ -73,8 +74,17 @@ def register_request_guards(app: Flask) -> None:
             require_token(settings.api_token, settings.admin_token, what="This endpoint")
 
 
+class AnyTextConverter(PathConverter):
+    """Any text, slashes and newlines included: for a path segment whose bad values (a model
+    name holding %2F, say) must reach the view and its 422 instead of matching no route."""
+
+    regex = r"[^/][\s\S]*?"
+
+
 def register_blueprints(app: Flask) -> None:
+    app.url_map.converters["anytext"] = AnyTextConverter
     api = MaasApi(app)
+    api.register_converter(AnyTextConverter, lambda _converter: {"type": "string"})
     for blueprint in (predict.blp, models_api.blp, admin.blp, ops.blp):
         api.register_blueprint(blueprint)
 

@@ -11,6 +11,8 @@ import flask_smorest
 from serving.jsonbody import StrictJSONParser
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Statuses the WSGI server itself may answer to any request, before the app sees it.
+SERVER_ERRORS = (400, 414)
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -22,10 +24,14 @@ class Blueprint(flask_smorest.Blueprint):
     }
 
     def errors(self, *codes: int) -> Callable[[F], F]:
-        """Document the error statuses an operation can answer (all in the contract's shape)."""
+        """Document the error statuses an operation can answer (all in the contract's shape).
+
+        Every operation can also get gunicorn's own 400 (a request it cannot parse) and 414
+        (a request line over 4094 bytes), answered in the same shape (serving.cli).
+        """
 
         def decorator(func: F) -> F:
-            for code in codes:
+            for code in sorted({*codes, *SERVER_ERRORS}):
                 func = self.alt_response(code, response=http.HTTPStatus(code).name)(func)
             return func
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 from typing import Any
 
 import click
+import gunicorn.util
 from gunicorn.app.base import BaseApplication
 
 from migrations.runner import upgrade_database
@@ -15,6 +18,23 @@ from registry.db import Database
 from serving.config import ConfigError, Settings
 
 log = logging.getLogger("maas")
+
+
+def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse (request line too long, bad header...),
+    in the contract's error shape instead of gunicorn's HTML page."""
+    body = json.dumps(
+        {
+            "code": status_int,
+            "status": reason,
+            "message": mesg if status_int < 500 and mesg else "The request could not be handled.",
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -28,6 +48,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        # gunicorn's workers call util.write_error for the requests they refuse themselves.
+        gunicorn.util.write_error = write_json_error
 
     def load(self) -> Any:
         from serving.app import create_app

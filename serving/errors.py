@@ -19,6 +19,7 @@ from model_store.errors import (
     PredictionFailed,
 )
 from registry.errors import Conflict, InvalidInput, NotFound, RegistryError
+from serving.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,15 @@ def _http_exception(error: HTTPException) -> Response:
 
 
 class MaasApi(Api):
-    """flask-smorest's Api, with `message` on every error (its own handler omits it on 404/405)."""
+    """flask-smorest's Api, with `message` on every error (its own handler omits it on 404/405).
+
+    No catch-all `default` response in the OpenAPI document: each operation lists the statuses
+    it can really answer (serving.blueprint.Blueprint.errors), so clients and fuzzers can hold
+    us to them.
+    """
+
+    DEFAULT_ERROR_RESPONSE_NAME = None
+    ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
         return _http_exception(error)

@@ -21,6 +21,7 @@ blp = Blueprint("ops", __name__, url_prefix="/health", description="Health check
 @blp.route("/live")
 class Live(MethodView):
     @blp.response(200, HealthSchema)
+    @blp.errors()
     def get(self) -> dict[str, Any]:
         """200 while the process runs"""
         return {"status": "ok"}

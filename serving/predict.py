@@ -38,9 +38,10 @@ def default_model_name() -> str:
     if rt.settings.default_model:
         return rt.settings.default_model
     with rt.db.read() as session:
+        names = session.scalars(select(RegisteredModel.name).limit(2)).all()
+        if len(names) == 1:
+            return names[0]
         count = service.count_models(session)
-        if count == 1:
-            return session.scalars(select(RegisteredModel.name)).one()
     raise NotFound(
         f"No default model: {count} models are registered. Name one in the request's 'model', "
         "or set MAAS_DEFAULT_MODEL."

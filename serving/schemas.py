@@ -90,15 +90,17 @@ class FeatureOutSchema(ma.Schema):
     class Meta:
         ordered = True
 
-    name = fields.String()
-    type = fields.String()
-    required = fields.Boolean()
-    allowed = fields.List(fields.Raw(), allow_none=True)
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    required = fields.Boolean(required=True)
+    allowed = fields.List(fields.Raw(), allow_none=True, required=True)
     minimum = fields.Function(
-        lambda f: bound(f.minimum, f.type), allow_none=True, metadata={"type": "number", "nullable": True}
+        lambda f: bound(f.minimum, f.type), allow_none=True, required=True,
+        metadata={"type": "number", "nullable": True},
     )
     maximum = fields.Function(
-        lambda f: bound(f.maximum, f.type), allow_none=True, metadata={"type": "number", "nullable": True}
+        lambda f: bound(f.maximum, f.type), allow_none=True, required=True,
+        metadata={"type": "number", "nullable": True},
     )
 
 
@@ -106,39 +108,39 @@ class VersionSummarySchema(ma.Schema):
     class Meta:
         ordered = True
 
-    model = fields.Function(lambda v: v.model.name)
-    version = fields.Integer()
-    aliases = fields.Function(lambda v: [a.name for a in v.aliases])
-    description = fields.String(allow_none=True)
-    format = fields.String()
-    sha256 = fields.String()
-    size_bytes = fields.Integer()
-    estimator = fields.String()
-    has_predict_proba = fields.Boolean()
-    tags = fields.Dict(keys=fields.String(), values=fields.String())
-    created_at = fields.DateTime(format="iso")
+    model = fields.Function(lambda v: v.model.name, required=True)
+    version = fields.Integer(required=True)
+    aliases = fields.Function(lambda v: [a.name for a in v.aliases], required=True)
+    description = fields.String(allow_none=True, required=True)
+    format = fields.String(required=True)
+    sha256 = fields.String(required=True)
+    size_bytes = fields.Integer(required=True)
+    estimator = fields.String(required=True)
+    has_predict_proba = fields.Boolean(required=True)
+    tags = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    created_at = fields.DateTime(format="iso", required=True)
 
 
 class VersionSchema(VersionSummarySchema):
-    classes = fields.List(fields.Raw(), allow_none=True)
-    features = fields.List(fields.Nested(FeatureOutSchema))
-    library_versions = fields.Dict(keys=fields.String(), values=fields.String())
+    classes = fields.List(fields.Raw(), allow_none=True, required=True)
+    features = fields.List(fields.Nested(FeatureOutSchema), required=True)
+    library_versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
 
 
 class ModelSummarySchema(ma.Schema):
     class Meta:
         ordered = True
 
-    name = fields.String()
-    description = fields.String(allow_none=True)
-    latest_version = fields.Integer(allow_none=True)
-    aliases = fields.Dict(keys=fields.String(), values=fields.Integer())
-    created_at = fields.DateTime(format="iso")
-    updated_at = fields.DateTime(format="iso")
+    name = fields.String(required=True)
+    description = fields.String(allow_none=True, required=True)
+    latest_version = fields.Integer(allow_none=True, required=True)
+    aliases = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    created_at = fields.DateTime(format="iso", required=True)
+    updated_at = fields.DateTime(format="iso", required=True)
 
 
 class ModelDetailSchema(ModelSummarySchema):
-    versions = fields.List(fields.Nested(VersionSummarySchema))
+    versions = fields.List(fields.Nested(VersionSummarySchema), required=True)
 
 
 class PatchModelSchema(StrictSchema):
@@ -166,7 +168,11 @@ class PathPredictSchema(StrictSchema):
         metadata={
             "description": "Columns (object of equal-length arrays), one record (object of "
             "scalars), or records (array of objects)",
-            "example": {"age": [35, 52], "income": [42000, 61000]},
+            "example": {
+                "age": [35, 52], "income": [42000, 61000], "loan_amount": [12000, 30000],
+                "term_months": [36, 60], "gender": ["male", "female"],
+                "employment": ["salaried", "self-employed"], "home_ownership": ["rent", "own"],
+            },
         },
     )
     return_probabilities = fields.Boolean(load_default=False)
@@ -184,13 +190,25 @@ class DefaultPredictSchema(PredictSchema):
     )
 
 
+class ErrorSchema(ma.Schema):
+    """Every error's body (the contract's Errors section); `errors` is optional detail."""
+
+    class Meta:
+        ordered = True
+
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status code"})
+    status = fields.String(required=True, metadata={"description": "The HTTP status name"})
+    message = fields.String(required=True, metadata={"description": "A human-readable summary"})
+    errors = fields.Dict(metadata={"description": "Detail, e.g. the offending features per row"})
+
+
 class PredictResponseSchema(ma.Schema):
     class Meta:
         ordered = True
 
-    model = fields.String()
-    version = fields.Integer()
-    predictions = fields.List(fields.Raw())
+    model = fields.String(required=True)
+    version = fields.Integer(required=True)
+    predictions = fields.List(fields.Raw(), required=True)
     probabilities = fields.List(
         fields.Dict(keys=fields.String(), values=fields.Float(allow_none=True)),
         metadata={"description": "Only when return_probabilities is true"},
@@ -201,11 +219,11 @@ class DefaultModelSchema(ma.Schema):
     class Meta:
         ordered = True
 
-    model_name = fields.String()
-    version = fields.Integer()
-    feature_names = fields.List(fields.String())
-    features = fields.List(fields.Nested(FeatureOutSchema))
+    model_name = fields.String(required=True)
+    version = fields.Integer(required=True)
+    feature_names = fields.List(fields.String(), required=True)
+    features = fields.List(fields.Nested(FeatureOutSchema), required=True)
 
 
 class HealthSchema(ma.Schema):
-    status = fields.String()
+    status = fields.String(required=True)

@@ -7,7 +7,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from serving.app import create_app
 from serving.config import Settings
+from tests.live import Server, ServerFailed, launch
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -93,6 +94,34 @@ def app(make_app: Any) -> Any:
 @pytest.fixture
 def client(app: Any) -> Any:
     return app.test_client()
+
+
+# -- `maas serve` as a real process -----------------------------------------------------------
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start `maas serve` (2 workers, 127.0.0.1, a free port) and wait until ready; killed after."""
+    servers: list[Server] = []
+
+    # gunicorn would put its control socket here: it must stay disabled (one path per machine).
+    runtime_dir = tmp_path / "xdg-runtime"
+    runtime_dir.mkdir()
+
+    def start(*args: str, env: dict[str, str], cwd: Path) -> Server:
+        log = tmp_path / f"server-{len(servers)}.log"
+        server = launch(*args, env={**env, "XDG_RUNTIME_DIR": str(runtime_dir)}, cwd=cwd, log=log)
+        servers.append(server)
+        try:
+            server.wait_ready()
+        except ServerFailed as exc:
+            pytest.fail(str(exc))
+        assert f"Listening at: {server.url}" in log.read_text(errors="replace"), server.output()
+        assert not list(runtime_dir.iterdir()), "gunicorn's control socket is enabled"
+        assert "Control socket" not in log.read_text(errors="replace"), server.output()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 # -- models ---------------------------------------------------------------------------------

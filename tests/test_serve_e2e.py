@@ -6,7 +6,7 @@ import json
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +16,7 @@ import requests
 
 from serving.demo import DEMO_EXAMPLE, DEMO_MODEL
 from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
-from tests.live import Server, ServerFailed, environment, launch
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start `maas serve` (2 workers, 127.0.0.1, a free port) and wait until ready; killed after."""
-    servers: list[Server] = []
-
-    # gunicorn would put its control socket here: it must stay disabled (one path per machine).
-    runtime_dir = tmp_path / "xdg-runtime"
-    runtime_dir.mkdir()
-
-    def start(*args: str, env: dict[str, str], cwd: Path) -> Server:
-        log = tmp_path / f"server-{len(servers)}.log"
-        server = launch(*args, env={**env, "XDG_RUNTIME_DIR": str(runtime_dir)}, cwd=cwd, log=log)
-        servers.append(server)
-        try:
-            server.wait_ready()
-        except ServerFailed as exc:
-            pytest.fail(str(exc))
-        assert f"Listening at: {server.url}" in log.read_text(errors="replace"), server.output()
-        assert not list(runtime_dir.iterdir()), "gunicorn's control socket is enabled"
-        assert "Control socket" not in log.read_text(errors="replace"), server.output()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+from tests.live import Server, environment
 
 
 def store_files(root: Path) -> set[str]:
