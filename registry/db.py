@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.errors import DatabaseUnavailable
+
 SQLITE_BUSY_TIMEOUT_S = 30
+# libpq rounds a connect timeout below 2 s up to 2 s. Keepalives and TCP_USER_TIMEOUT let a
+# connection to a host that vanished (no FIN, no RST) fail within seconds instead of hanging a
+# worker until gunicorn kills it.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 2,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+PING_TIMEOUT_S = 0.8
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether a database error means "cannot reach it now" (down, unreachable, locked past the
+    busy timeout, pool exhausted) rather than a fault in a query."""
+    if isinstance(error, (DatabaseUnavailable, PoolTimeout, OperationalError)):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
 
 
 def make_engine(url: str) -> Engine:
@@ -21,7 +46,9 @@ def make_engine(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=POSTGRES_CONNECT_ARGS
+        )
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +87,8 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
+        self._probe: _Probe | None = None
+        self._probe_lock = threading.Lock()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -73,11 +102,43 @@ class Database:
         with self._write_sessions.begin() as session:
             yield session
 
-    def ping(self) -> None:
-        """Raise if the database does not answer."""
+    def ping(self, timeout_s: float = PING_TIMEOUT_S) -> None:
+        """Raise DatabaseUnavailable unless `SELECT 1` answers within `timeout_s`.
+
+        The query runs in a probe thread of its own, one at a time: a database that hangs costs
+        the caller `timeout_s`, never a stuck request, and never a pile of waiting threads.
+        """
+        with self._probe_lock:
+            if self._probe is None or self._probe.finished.is_set():
+                self._probe = _Probe(self._select_one)
+            probe = self._probe
+        if not probe.finished.wait(timeout_s):
+            raise DatabaseUnavailable(f"The registry database did not answer within {timeout_s} s.")
+        if probe.error is not None:
+            raise DatabaseUnavailable(f"The registry database does not answer ({probe.error}).")
+
+    def _select_one(self) -> None:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
         self.engine.dispose()
 
+
+
+class _Probe:
+    """`check()` run once in a daemon thread; `finished` is set when it returns or raises."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self.finished = threading.Event()
+        self.error: str | None = None
+        self._check = check
+        threading.Thread(target=self._run, name="maas-db-probe", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._check()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not answering"
+            self.error = type(exc).__name__
+        finally:
+            self.finished.set()

@@ -20,3 +20,7 @@ class Conflict(RegistryError):
 
 class InvalidInput(RegistryError):
     """Understood but invalid: a bad name, a bad feature schema."""
+
+
+class DatabaseUnavailable(RegistryError):
+    """The registry database does not answer (down, unreachable, or too slow to answer)."""

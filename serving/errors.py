@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from flask_smorest import Api
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -18,13 +19,22 @@ from model_store.errors import (
     ModelStoreError,
     PredictionFailed,
 )
-from registry.errors import Conflict, InvalidInput, NotFound, RegistryError
+from registry.db import is_unreachable
+from registry.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    RegistryError,
+)
 from serving.schemas import ErrorSchema
 
 log = logging.getLogger(__name__)
 
 # Headers a client needs to act on the error; everything else of werkzeug's is dropped.
 _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+# A 503 for an unreachable database is brief: the pool reconnects by itself.
+_RETRY_SOON = {"Retry-After": "1"}
 
 
 class RequestError(Exception):
@@ -91,7 +101,7 @@ class MaasApi(Api):
         return _http_exception(error)
 
 
-_REGISTRY_STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422}
+_REGISTRY_STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, DatabaseUnavailable: 503}
 _STORE_STATUS = {
     ArtifactTooLarge: 413,
     ArtifactUnavailable: 503,
@@ -102,7 +112,7 @@ _STORE_STATUS = {
 
 def _registry_error(error: RegistryError) -> Response:
     code = next((c for cls, c in _REGISTRY_STATUS.items() if isinstance(error, cls)), 422)
-    return error_response(code, error.message, error.errors)
+    return error_response(code, error.message, error.errors, _RETRY_SOON if code == 503 else None)
 
 
 def _store_error(error: ModelStoreError) -> Response:
@@ -115,10 +125,10 @@ def _request_error(error: RequestError) -> Response:
     return error_response(error.code, error.message, error.errors, error.headers)
 
 
-def _database_error(error: DBAPIError) -> Response:
-    if isinstance(error, OperationalError) or error.connection_invalidated:
-        log.warning("database unavailable: %s", error.orig)
-        return error_response(503, "The registry database is unavailable; try again shortly.")
+def _database_error(error: DBAPIError | PoolTimeout) -> Response:
+    if is_unreachable(error):
+        log.warning("database unavailable: %s", getattr(error, "orig", None) or type(error).__name__)
+        return error_response(503, "The registry database is unavailable; try again shortly.", headers=_RETRY_SOON)
     log.exception("database error")
     return error_response(500, "Internal server error.")
 
@@ -136,4 +146,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ModelStoreError, _store_error)
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(PoolTimeout, _database_error)
     app.register_error_handler(Exception, _unexpected)

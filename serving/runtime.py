@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -11,18 +13,28 @@ from typing import Any
 import numpy as np
 from flask import Flask, current_app
 from sklearn.pipeline import Pipeline
+from sqlalchemy import event
 
 from model_store.cache import EstimatorCache
 from model_store.errors import ArtifactUnavailable, PredictionFailed
 from model_store.schema import feature
 from model_store.store import ArtifactStore
 from registry import service
-from registry.db import Database
+from registry.db import Database, is_unreachable
+from registry.errors import DatabaseUnavailable, NotFound
+from registry.names import parse_selector
 from registry.service import VersionRef
 from serving.config import Settings
 from serving.inputs import InputSchema
 
+log = logging.getLogger(__name__)
+
 INPUT_SCHEMAS_KEPT = 4096
+RESOLUTIONS_KEPT = 4096
+# After the database fails to answer, predictions resolve from memory for this long before the
+# next one tries the database again: a dead database costs one failed connection per second,
+# not one per request.
+OUTAGE_RETRY_S = 1.0
 
 
 def _json_values(values: Any) -> list[Any]:
@@ -61,6 +73,58 @@ class Prediction:
         return body
 
 
+class ResolvedVersions:
+    """What each (model, selector) last resolved to in this worker, to serve from while the
+    database is unreachable. Only a fallback: while the database answers, it is always asked,
+    so alias moves and deletes take effect at once."""
+
+    def __init__(self, maxsize: int = RESOLUTIONS_KEPT) -> None:
+        self.maxsize = maxsize
+        self._refs: OrderedDict[tuple[str, int | str], VersionRef] = OrderedDict()
+        self._lock = threading.Lock()
+        self._outage_until = 0.0
+
+    def remember(self, key: tuple[str, int | str], ref: VersionRef) -> None:
+        with self._lock:
+            self._refs[key] = ref
+            self._refs.move_to_end(key)
+            while len(self._refs) > self.maxsize:
+                self._refs.popitem(last=False)
+
+    def database_answers(self) -> None:
+        """End the outage: the database handed out a live connection (any request's)."""
+        if self._outage_until:
+            with self._lock:
+                self._outage_until = 0.0
+            log.warning("registry database answers again: predictions resolve from it")
+
+    def forget(self, key: tuple[str, int | str]) -> None:
+        with self._lock:
+            self._refs.pop(key, None)
+
+    def in_outage(self) -> bool:
+        return time.monotonic() < self._outage_until
+
+    def outage(self, key: tuple[str, int | str], error: BaseException) -> VersionRef:
+        """Note that the database failed; the remembered version, or DatabaseUnavailable."""
+        with self._lock:
+            if not self._outage_until:
+                log.warning("registry database unreachable (%s): predictions resolve from memory", type(error).__name__)
+            self._outage_until = time.monotonic() + OUTAGE_RETRY_S
+        return self.recall(key)
+
+    def recall(self, key: tuple[str, int | str]) -> VersionRef:
+        with self._lock:
+            ref = self._refs.get(key)
+        if ref is None:
+            name, selector = key
+            raise DatabaseUnavailable(
+                f"The registry database is unavailable and this server has not served "
+                f"'{name}' version {selector!r} since it started; try again shortly."
+            )
+        return ref
+
+
 class Runtime:
     """The per-worker services behind the blueprints; built by create_app, found via `runtime()`."""
 
@@ -71,6 +135,10 @@ class Runtime:
         self.estimators = EstimatorCache(self.store, settings.cache_models, settings.trusted_modules)
         self._inputs: OrderedDict[int, InputSchema] = OrderedDict()
         self._inputs_lock = threading.Lock()
+        self.resolved = ResolvedVersions()
+        # Fired after the pool's pre-ping succeeded: the first request (or readiness probe) that
+        # reaches the database again ends the outage for predictions too.
+        event.listen(self.db.engine, "checkout", lambda *_: self.resolved.database_answers())
 
     def init_app(self, app: Flask) -> None:
         self.store.init()
@@ -107,10 +175,35 @@ class Runtime:
             self.settings.max_batch_rows,
         )
 
+    def resolve(self, name: str, selector: object) -> VersionRef:
+        """The version a prediction's (model, selector) names now; raises NotFound.
+
+        From the database; while it is unreachable, from what this worker resolved last
+        (DatabaseUnavailable, a 503, when it never resolved this pair).
+        """
+        parsed = parse_selector(selector)
+        if parsed is None:  # can never resolve: let the registry say why
+            with self.db.read() as session:
+                return service.resolve_version_ref(session, name, selector)
+        key = (name, parsed)
+        if self.resolved.in_outage():
+            return self.resolved.recall(key)
+        try:
+            with self.db.read() as session:
+                ref = service.resolve_version_ref(session, name, selector)
+        except NotFound:
+            self.resolved.forget(key)
+            raise
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            return self.resolved.outage(key, exc)
+        self.resolved.remember(key, ref)
+        return ref
+
     def predict(self, name: str, selector: object, data: Any, with_probabilities: bool) -> Prediction:
         """Resolve, check, predict: the hot path of every prediction route."""
-        with self.db.read() as session:
-            ref = service.resolve_version_ref(session, name, selector)
+        ref = self.resolve(name, selector)
         try:
             estimator = self.estimators.get(ref.sha256, ref.format)
         except ArtifactUnavailable as exc:
