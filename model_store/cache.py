@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
+
+from cachetools import LRUCache
 
 from model_store.errors import ArtifactUnavailable, InvalidArtifact
 from model_store.loader import detect_and_load
@@ -17,9 +18,8 @@ class EstimatorCache:
 
     def __init__(self, store: ArtifactStore, maxsize: int, trusted_modules: Iterable[str] = ()) -> None:
         self.store = store
-        self.maxsize = max(1, maxsize)
         self.trusted_modules = tuple(trusted_modules)
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._items: LRUCache[str, Any] = LRUCache(max(1, maxsize))
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self.hits = 0
@@ -47,7 +47,6 @@ class EstimatorCache:
         with self._lock:
             estimator = self._items.get(sha256)
             if estimator is not None:
-                self._items.move_to_end(sha256)
                 self.hits += 1
             return estimator
 
@@ -66,9 +65,6 @@ class EstimatorCache:
         """Keep an estimator already loaded (e.g. right after its upload was checked)."""
         with self._lock:
             self._items[sha256] = estimator
-            self._items.move_to_end(sha256)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -6,11 +6,11 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from flask import Flask, current_app
 from sklearn.pipeline import Pipeline
 from sqlalchemy import event
@@ -79,17 +79,13 @@ class ResolvedVersions:
     so alias moves and deletes take effect at once."""
 
     def __init__(self, maxsize: int = RESOLUTIONS_KEPT) -> None:
-        self.maxsize = maxsize
-        self._refs: OrderedDict[tuple[str, int | str], VersionRef] = OrderedDict()
+        self._refs: LRUCache[tuple[str, int | str], VersionRef] = LRUCache(maxsize)
         self._lock = threading.Lock()
         self._outage_until = 0.0
 
     def remember(self, key: tuple[str, int | str], ref: VersionRef) -> None:
         with self._lock:
             self._refs[key] = ref
-            self._refs.move_to_end(key)
-            while len(self._refs) > self.maxsize:
-                self._refs.popitem(last=False)
 
     def database_answers(self) -> None:
         """End the outage: the database handed out a live connection (any request's)."""
@@ -133,7 +129,7 @@ class Runtime:
         self.db = Database(settings.database_url)
         self.store = ArtifactStore(settings.store_dir)
         self.estimators = EstimatorCache(self.store, settings.cache_models, settings.trusted_modules)
-        self._inputs: OrderedDict[int, InputSchema] = OrderedDict()
+        self._inputs: LRUCache[int, InputSchema] = LRUCache(INPUT_SCHEMAS_KEPT)
         self._inputs_lock = threading.Lock()
         self.resolved = ResolvedVersions()
         # Fired after the pool's pre-ping succeeded: the first request (or readiness probe) that
@@ -149,7 +145,6 @@ class Runtime:
         with self._inputs_lock:
             schema = self._inputs.get(ref.id)
             if schema is not None:
-                self._inputs.move_to_end(ref.id)
                 return schema
         with self.db.read() as session:
             features = [
@@ -159,8 +154,6 @@ class Runtime:
         schema = self.compile_inputs(ref.model, ref.version, features, estimator)
         with self._inputs_lock:
             self._inputs[ref.id] = schema
-            while len(self._inputs) > INPUT_SCHEMAS_KEPT:
-                self._inputs.popitem(last=False)
         return schema
 
     def compile_inputs(
