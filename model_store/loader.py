@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import struct
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +18,22 @@ import numpy as np
 import sklearn
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
-from model_store.safety import RestrictedUnpickler, is_trusted_global, scan_artifact
+from model_store.safety import RestrictedUnpickler, refused_globals, scan_artifact
 from model_store.schema import python_value
 
 SKOPS = "skops"
-# A skops file is a zip; refuse one that would inflate past this before skops reads it.
+# A skops file is a zip that skops reads member by member, each whole (ZipFile.read). Declared sizes
+# prove nothing: zipfile inflates all of a member's compressed bytes at once and only then cuts the
+# result to the declared size (and a CRC for that cut passes), so a member declaring 4 KiB can
+# inflate to gigabytes inside zipfile. Every member is therefore inflated here first, in bounded
+# chunks, and must give exactly the bytes it declares; the declared total is bounded, absolutely
+# and relative to the file's size.
 MAX_SKOPS_UNCOMPRESSED_BYTES = 4 << 30
+MAX_SKOPS_RATIO = 100  # a fitted model's arrays do not deflate 100:1; zeros deflate 1000:1
+SKOPS_RATIO_FLOOR = 64 << 20  # below this many inflated bytes the ratio is not checked
+MAX_SKOPS_MEMBERS = 100_000
+_INFLATE_CHUNK = 1 << 20
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 
 
 @dataclass
@@ -45,30 +58,111 @@ def _is_skops(path: Path) -> bool:
         return False
 
 
+def _check_skops_archive(path: Path) -> set[str]:
+    """Refuse a zip bomb before skops reads it; returns the types skops would call to build objects.
+
+    Raises InvalidArtifact: too many members, a declared total over the limits, a member whose
+    compressed data does not inflate to exactly its declared size, an unsupported compression.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_SKOPS_MEMBERS:
+                raise InvalidArtifact(f"The skops file has {len(members)} members, over the limit of {MAX_SKOPS_MEMBERS}.")
+            inflated = sum(info.file_size for info in members)
+            size = path.stat().st_size
+            if inflated > MAX_SKOPS_UNCOMPRESSED_BYTES:
+                raise InvalidArtifact(
+                    f"The skops file would inflate to {inflated} bytes, over the limit of "
+                    f"{MAX_SKOPS_UNCOMPRESSED_BYTES}."
+                )
+            if inflated > SKOPS_RATIO_FLOOR and inflated > MAX_SKOPS_RATIO * size:
+                raise InvalidArtifact(
+                    f"The skops file would inflate {size} bytes to {inflated}, more than "
+                    f"{MAX_SKOPS_RATIO} times: a zip bomb, not a model."
+                )
+            with path.open("rb") as raw:
+                for info in members:
+                    _check_member(raw, info)
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, RecursionError, OSError, EOFError, struct.error):
+        raise InvalidArtifact("The skops file is not a readable zip archive with a schema.") from None
+    return _constructed_types(schema)
+
+
+def _check_member(raw: Any, info: zipfile.ZipInfo) -> None:
+    """Inflate one member in bounded chunks; it must end exactly at its declared size and CRC."""
+    if info.flag_bits & 0x1:
+        raise InvalidArtifact(f"The skops file's member {info.filename!r} is encrypted.")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise InvalidArtifact(
+            f"The skops file's member {info.filename!r} uses a compression this server does not "
+            "inflate; save it with zipfile.ZIP_DEFLATED or ZIP_STORED."
+        )
+    raw.seek(info.header_offset)
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
+    if signature != b"PK\x03\x04":
+        raise InvalidArtifact(f"The skops file's member {info.filename!r} has no local header.")
+    raw.seek(name_length + extra_length, 1)
+    stored = info.compress_type == zipfile.ZIP_STORED
+    inflater = None if stored else zlib.decompressobj(-zlib.MAX_WBITS)
+    left, produced, crc, pending = info.compress_size, 0, 0, b""
+    while True:
+        if not pending:
+            if not left:
+                break
+            pending = raw.read(min(_INFLATE_CHUNK, left))
+            if not pending:
+                break  # truncated: the sizes below disagree
+            left -= len(pending)
+        if inflater is None:
+            out, pending = pending, b""
+        else:
+            out = inflater.decompress(pending, _INFLATE_CHUNK)
+            pending = inflater.unconsumed_tail
+        produced += len(out)
+        if produced > info.file_size:
+            break
+        crc = zlib.crc32(out, crc)
+        if inflater is not None and inflater.eof:
+            break
+    complete = stored or (inflater is not None and inflater.eof and not inflater.unused_data and not left)
+    if produced != info.file_size or crc != info.CRC or not complete:
+        raise InvalidArtifact(
+            f"The skops file's member {info.filename!r} does not inflate to the {info.file_size} "
+            "bytes it declares: a damaged file or a zip bomb."
+        )
+
+
+def _constructed_types(schema: Any) -> set[str]:
+    """Types skops builds by calling them with arguments from the file (ConstructorFromReduceNode)."""
+    called: set[str] = set()
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("__loader__") == "ConstructorFromReduceNode":
+                called.add(f"{node.get('__module__')}.{node.get('__class__')}")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return called
+
+
 def _load_skops(path: Path, trusted_modules: Iterable[str]) -> Any:
     import skops.io
 
-    with zipfile.ZipFile(path) as archive:
-        inflated = sum(info.file_size for info in archive.infolist())
-    if inflated > MAX_SKOPS_UNCOMPRESSED_BYTES:
-        raise InvalidArtifact(
-            f"The skops file would inflate to {inflated} bytes, over the limit of "
-            f"{MAX_SKOPS_UNCOMPRESSED_BYTES}."
-        )
+    called = _check_skops_archive(path)
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - skops raises many kinds for a bad file
         raise InvalidArtifact(f"The skops file cannot be read ({type(exc).__name__}).") from None
-    trusted: list[str] = []
-    refused: list[str] = []
-    for type_name in untrusted:
-        module, _, name = type_name.rpartition(".")
-        (trusted if module and is_trusted_global(module, name, trusted_modules) else refused).append(
-            type_name
-        )
+    # skops' own trust check does the loading; what it does not trust by default must be on our
+    # allow-list, and is imported and checked as the pickle scan checks names.
+    refused = refused_globals(untrusted, trusted_modules, called)
     if refused:
         raise UnsafeArtifact(refused)
-    return skops.io.load(path, trusted=trusted)
+    return skops.io.load(path, trusted=untrusted)
 
 
 def _load_pickle(path: Path, fmt: str, trusted_modules: Iterable[str]) -> Any:

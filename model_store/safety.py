@@ -2,7 +2,12 @@
 
 Pickles run code when loaded, so every artifact is scanned first: the opcode stream is walked with a
 small symbolic evaluator (stack + memo of string/literal values) and every global it would import is
-checked against an allow-list. Nothing named by the file is imported or called by the scan.
+checked against an allow-list. Only when every name has passed are the named modules imported (the
+load would import them anyway) to check what the names are: a global the pickle *calls* must be a
+class whose constructor is compiled code, or one of the reconstructors the picklers of numpy, scipy
+and scikit-learn emit. Trusted packages hold plain functions that import or exec what their arguments
+name (scipy's uarray unpickle_function, numpy's add_newdoc...): those may be stored in a model, never
+called while it loads. Nothing named by the file is called by the scan.
 
 What callers must know:
 - `scan_artifact` raises `UnsafeArtifact` (with `offending` naming every refused global) or
@@ -10,9 +15,11 @@ What callers must know:
 - The scan emulates joblib.load (pure-Python unpickler + joblib's raw array blocks), so a file whose
   report says format "joblib" must be loaded with `joblib.load`; a "pickle" file may be loaded with
   `joblib.load` or `RestrictedUnpickler` (which refuses joblib's array wrapper on purpose).
-- The allow-list trusts whole packages (sklearn, numpy, scipy) minus a deny-list of dangerous callables.
-  That is coarse: it stops "call os.system" style payloads, not every conceivable chain of trusted
-  callables; load artifacts from untrusted uploaders in a process that holds no secrets.
+- The allow-list trusts whole packages (sklearn, numpy, scipy) minus a deny-list of dangerous names,
+  classes whose construction or unpickling runs code (_DENIED_BASES) and calls of anything but the
+  known reconstructors. That stops "call os.system" payloads and the gadgets found in these packages,
+  not every conceivable chain of trusted code; load artifacts from untrusted uploaders in a process
+  that holds no secrets.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import _compat_pickle
 import bz2
 import codecs
+import enum
 import functools
 import io
 import lzma
@@ -29,6 +37,7 @@ import pickletools
 import re
 import struct
 import sys
+import types
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
@@ -43,6 +52,7 @@ __all__ = [
     "RestrictedUnpickler",
     "ScanReport",
     "is_trusted_global",
+    "refused_globals",
     "scan_artifact",
 ]
 
@@ -134,6 +144,59 @@ _DENIED_PREFIXES: frozenset[str] = frozenset(
         "sklearn.utils._show_versions", "sklearn._config", "sklearn.set_config",
         "sklearn.config_context", "sklearn.externals", "sklearn.utils.fixes.threadpool_limits",
         "sklearn.utils._array_api.get_namespace", "sklearn.utils.validation.check_memory",
+        # Gadgets found in the trusted packages: each imports, execs, spawns or listens on what its
+        # arguments or state name (tests/malicious.py proves each one live).
+        "scipy._lib._uarray",  # unpickle_function(module, qualname) imports anything
+        "scipy._lib.array_api_compat._internal",  # clone_module(name) imports anything
+        "scipy._lib.deprecation", "scipy._lib._tmpdirs", "scipy._lib.pyprima.common.message",
+        "scipy._lib._util.MapWrapper",  # MapWrapper(n) starts a process pool
+        "scipy.optimize._nonlin._nonlin_wrapper",  # formats its name argument into exec'd source
+        "scipy.optimize._shgo.SHGO", "scipy.optimize._differentialevolution.DifferentialEvolutionSolver",
+        "scipy.stats._distn_infrastructure",  # rv_generic.__setstate__ execs _parse_arg_template
+        "numpy._core.function_base.add_newdoc", "numpy.lib.add_newdoc",  # __import__(place)
+        "numpy.ma.mrecords.fromtextfile",
+        "sklearn.callback",  # ScoringMonitor.__setstate__ opens a socket listener and a thread
+    }
+)
+
+# Classes that no model holds and whose construction or unpickling runs code named by the data:
+# a class of the trusted packages (or of MAAS_TRUSTED_MODULES) deriving from one is refused.
+_DENIED_BASES: frozenset[str] = frozenset(
+    {
+        "scipy.stats._distn_infrastructure.rv_generic",  # __setstate__ execs a string of its state
+        "threading.Thread", "multiprocessing.process.BaseProcess", "subprocess.Popen",
+        "socket.socket", "_io._IOBase", "io.IOBase", "os.PathLike", "pathlib.PurePath",
+    }
+)
+
+# Functions a pickle may call while it loads: the reconstructors the standard, numpy, scipy and
+# scikit-learn picklers emit. Compared by identity after import, so every spelling of a name
+# (numpy.core vs numpy._core) is the same entry. Anything else called must be a class (see
+# _may_be_called); plain functions of the trusted packages may only be stored.
+_RECONSTRUCTORS: tuple[str, ...] = (
+    "copyreg._reconstructor",
+    "copyreg.__newobj__",
+    "copyreg.__newobj_ex__",
+    "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar",
+    "numpy._core.numeric._frombuffer",
+    "numpy.ma.core._mareconstruct",
+    "numpy.ma.mrecords._mrreconstruct",
+    "numpy.random._pickle.__bit_generator_ctor",
+    "numpy.random._pickle.__generator_ctor",
+    "numpy.random._pickle.__randomstate_ctor",
+    "sklearn.metrics._dist_metrics.newObj",  # newObj(cls) is cls.__new__(cls)
+    "sklearn.neighbors._kd_tree.newObj",
+    "sklearn.neighbors._ball_tree.newObj",
+)
+
+# Reconstructors that call what they are given (bit_generator_ctor(name), bit_generator_class()):
+# globals among their arguments are called too.
+_CALLING_RECONSTRUCTORS = frozenset(
+    {
+        "numpy.random._pickle.__bit_generator_ctor",
+        "numpy.random._pickle.__generator_ctor",
+        "numpy.random._pickle.__randomstate_ctor",
     }
 )
 
@@ -622,6 +685,9 @@ class _Findings:
         self.protocol = 0
         self.arrays = 0
         self.wrapper_seen = False
+        self.names: dict[str, tuple[str, str]] = {}  # trusted label -> (module, name) to import
+        self.called: set[str] = set()  # labels the load calls (their constructor or body runs)
+        self.passed: set[str] = set()  # labels handed to a call as arguments
 
 
 class _Refused(Exception):
@@ -738,8 +804,11 @@ class _Scanner:
             self.findings.wrapper_seen = True
             if self.nested:
                 raise _Refused
-        if label not in _ARGUMENT_CHECKED_GLOBALS and not _is_trusted(module, name, self.findings.extra):
-            self.findings.offending.add(label)
+        if label not in _ARGUMENT_CHECKED_GLOBALS:
+            if _is_trusted(module, name, self.findings.extra):
+                self.findings.names[label] = (module, name)
+            else:
+                self.findings.offending.add(label)
         ref = self.globals.get(label)
         if ref is None:
             ref = self.globals[label] = _Global(label)
@@ -1031,7 +1100,15 @@ class _Scanner:
         self.push(self.reduce(func, args))
 
     def reduce(self, func: Any, args: Any) -> Any:
-        name = func.name if isinstance(func, _Global) else None
+        if not isinstance(func, _Global):
+            # Legitimate pickles only call globals; a computed callable (a bound method, a
+            # vectorize object...) would run code the scan never saw named.
+            self.findings.offending.add("<call of a computed value>")
+            self.use(args)
+            return OPAQUE
+        name = func.name
+        self.findings.called.add(name)
+        self.record_arguments(name, args)
         if name in _DTYPE_GLOBALS and type(args) is tuple:
             self.use(args)
             return _Dtype(args)
@@ -1054,6 +1131,19 @@ class _Scanner:
         self.use(args)
         return OPAQUE
 
+    def record_arguments(self, func: str, args: Any, depth: int = 0) -> None:
+        """Globals handed to a call: checked after the scan (functions may not be passed around)."""
+        if type(args) is not tuple or depth > _MAX_DEPTH:
+            return
+        for index, value in enumerate(args):
+            if isinstance(value, _Global):
+                self.findings.passed.add(value.name)
+                # _reconstructor(cls, base, state) runs base.__init__; numpy's random ctors call theirs.
+                if func in _CALLING_RECONSTRUCTORS or (func == "copyreg._reconstructor" and index == 1):
+                    self.findings.called.add(value.name)
+            elif type(value) is tuple:
+                self.record_arguments(func, value, depth + 1)
+
     def new_wrapper(self) -> _Wrapper:
         if self.nested:
             raise _Refused
@@ -1062,6 +1152,7 @@ class _Scanner:
     def op_NEWOBJ(self, op: pickletools.OpcodeInfo) -> None:
         args, cls = self.pop(), self.pop()
         self.use(args)
+        self.record_arguments("<new>", args)
         if _is_wrapper_class(cls):
             self.push(self.new_wrapper())
             return
@@ -1071,13 +1162,17 @@ class _Scanner:
     def op_NEWOBJ_EX(self, op: pickletools.OpcodeInfo) -> None:
         kwargs, args, cls = self.pop(), self.pop(), self.pop()
         self.use_all((cls, args, kwargs))
+        self.record_arguments("<new>", args)
         self.push(OPAQUE)
 
     def op_INST(self, op: pickletools.OpcodeInfo) -> None:
         module = self.name_line("ascii")
         cls = self.on_global(module, self.name_line("ascii"))
         self.use(cls)
-        self.use_all(self.pop_mark())
+        args = self.pop_mark()
+        self.use_all(args)
+        self.findings.called.add(cls.name)  # INST calls cls(*args)
+        self.record_arguments(cls.name, tuple(args))
         self.push(OPAQUE)
 
     def op_OBJ(self, op: pickletools.OpcodeInfo) -> None:
@@ -1085,6 +1180,12 @@ class _Scanner:
         if not items:
             raise _Malformed("OBJ without a class")
         self.use_all(items)
+        cls, args = items[0], tuple(items[1:])
+        if isinstance(cls, _Global):  # OBJ calls cls(*args)
+            self.findings.called.add(cls.name)
+            self.record_arguments(cls.name, args)
+        else:
+            self.findings.offending.add("<call of a computed value>")
         self.push(OPAQUE)
 
     def op_BUILD(self, op: pickletools.OpcodeInfo) -> None:
@@ -1195,6 +1296,7 @@ def _scan(raw: IO[bytes], size: int | None, extra_trusted_modules: Iterable[str]
         raise InvalidArtifact(f"The artifact is not a readable pickle or joblib file: {_reason(exc)}.") from None
     if findings.offending:
         raise UnsafeArtifact(sorted(findings.offending))
+    _check_what_names_are(findings)
     return ScanReport(
         format="joblib" if compression or findings.wrapper_seen else "pickle",
         compression=compression,
@@ -1202,6 +1304,152 @@ def _scan(raw: IO[bytes], size: int | None, extra_trusted_modules: Iterable[str]
         protocol=findings.protocol,
         arrays=findings.arrays,
     )
+
+
+def refused_globals(
+    names: Iterable[str], extra_trusted_modules: Iterable[str] = (), called: Iterable[str] = ()
+) -> list[str]:
+    """The "module.name" labels among `names` a loader other than pickle (skops) must refuse.
+
+    Refused: outside the allow-list, a class deriving from a denied base, and, among `called`
+    (names the loader will call with arguments from the file), anything _may_be_called refuses.
+    The modules of names that pass the allow-list are imported (as loading would); raises
+    InvalidArtifact when one of them does not exist here.
+    """
+    extra = _parse_prefixes(extra_trusted_modules)
+    calls = set(called)
+    refused = []
+    for label in names:
+        module, _, name = label.rpartition(".")
+        if not module or not _is_trusted(module, name, extra):
+            refused.append(label)
+            continue
+        module, obj = _resolve_label(label)
+        denied = isinstance(obj, type) and _denied_base(obj)
+        if denied or (label in calls and not _may_be_called(obj, module, label, extra)):
+            refused.append(label)
+    return refused
+
+
+def _check_what_names_are(findings: _Findings) -> None:
+    """Import the trusted names and refuse denied classes, and calls of anything but classes and reconstructors."""
+    offending: set[str] = set()
+    for label, (module, name) in sorted(findings.names.items()):
+        obj = _resolve(module, name)
+        if isinstance(obj, type) and _denied_base(obj):
+            offending.add(label)
+        elif label in findings.called:
+            if not _may_be_called(obj, module, label, findings.extra):
+                offending.add(label)
+        elif (
+            label in findings.passed
+            and not isinstance(obj, type)
+            and not _is_reconstructor(obj)
+            and not _from_extra_module(module, findings.extra)
+        ):
+            # A function handed to a call is called by it (numpy's random ctors call theirs).
+            offending.add(label)
+    if offending:
+        raise UnsafeArtifact(sorted(offending))
+
+
+def _resolve(module: str, name: str) -> Any:
+    """The object an unpickler resolves for a trusted name; InvalidArtifact when it does not exist here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. numpy.core's DeprecationWarning; the load reports them
+            __import__(module)
+            obj: Any = sys.modules[module]
+            for part in name.split("."):
+                obj = getattr(obj, part)
+    except Exception:  # noqa: BLE001 - importing a module can raise anything
+        raise InvalidArtifact(
+            f"The artifact needs {module}.{name}, which the libraries installed here do not provide."
+        ) from None
+    return obj
+
+
+def _resolve_label(label: str) -> tuple[str, Any]:
+    """(module, object) for a dotted label whose module/qualname split is unknown (skops' names)."""
+    parts = label.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                __import__(module)
+        except ImportError:
+            continue
+        except Exception:  # noqa: BLE001 - importing a module can raise anything
+            break
+        return module, _resolve(module, ".".join(parts[cut:]))
+    raise InvalidArtifact(f"The artifact needs {label}, which the libraries installed here do not provide.")
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _denied_base(cls: type) -> bool:
+    return any(_qualified(base) in _DENIED_BASES for base in cls.__mro__)
+
+
+@functools.lru_cache(maxsize=1)
+def _reconstructor_ids() -> frozenset[int]:
+    ids = set()
+    for full in _RECONSTRUCTORS:
+        module, _, name = full.rpartition(".")
+        try:
+            ids.add(id(_resolve(module, name)))
+        except InvalidArtifact:  # e.g. another numpy's layout: that spelling cannot appear here
+            continue
+    return frozenset(ids)
+
+
+def _is_reconstructor(obj: Any) -> bool:
+    if id(obj) in _reconstructor_ids():
+        return True
+    # Cython's generated __pyx_unpickle_<Class>(type, checksum, state): cls.__new__ plus cdef fields.
+    name = getattr(obj, "__name__", "")
+    return isinstance(name, str) and name.startswith("__pyx_unpickle_") and not isinstance(obj, types.FunctionType)
+
+
+def _from_extra_module(module: str, extra: frozenset[str]) -> bool:
+    """Trusted through MAAS_TRUSTED_MODULES only: the operator vouches for that code, calls included."""
+    normalized = _normalize(module)
+    if any(_under(normalized, p) for p in DEFAULT_TRUSTED_MODULES):
+        return False
+    return any(_under(module, p) for p in extra)
+
+
+def _may_be_called(obj: Any, module: str, label: str, extra: frozenset[str]) -> bool:
+    if label in TRUSTED_GLOBALS or _from_extra_module(module, extra):
+        return True
+    if not isinstance(obj, type):
+        return _is_reconstructor(obj)
+    if issubclass(obj, enum.Enum):  # Enum(value) looks a member up
+        return True
+    return _constructor_is_compiled(obj)
+
+
+def _constructor_is_compiled(cls: type) -> bool:
+    """True when calling `cls` runs no Python code of its package (C or Cython __new__/__init__).
+
+    Calling a class with Python __init__ runs that code with the pickle's arguments (scipy's
+    MapWrapper(n) starts n processes); the standard pickler never calls such a class.
+    """
+    if _python_function(type(cls), "__call__"):
+        return False
+    return not (_python_function(cls, "__new__") or _python_function(cls, "__init__"))
+
+
+def _python_function(cls: type, attr: str) -> bool:
+    for klass in cls.__mro__:
+        if attr in vars(klass):
+            value = vars(klass)[attr]
+            value = getattr(value, "__func__", value)  # staticmethod / classmethod
+            return isinstance(value, types.FunctionType)
+    return False
 
 
 def _reason(exc: BaseException) -> str:
@@ -1267,8 +1515,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _SHIMS[label]
         if label == JOBLIB_ARRAY_WRAPPER or not _is_trusted(module, name, self._extra):
             raise UnsafeArtifact([label])
-        __import__(module)
-        obj: Any = sys.modules[module]
-        for part in name.split("."):
-            obj = getattr(obj, part)
+        obj = _resolve(module, name)
+        if isinstance(obj, type) and _denied_base(obj):
+            raise UnsafeArtifact([label])
         return obj

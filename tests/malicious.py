@@ -2,7 +2,14 @@
 
 Every "live" artifact creates its own marker file if it is ever unpickled (with pickle.load or
 joblib.load); tests/test_safety.py checks the corpus really is live in a throwaway subprocess and
-that the safety gate refuses every artifact without any marker appearing.
+that the safety gate refuses every artifact without any marker appearing; tests/test_safety_http.py
+uploads every one through the admin API.
+
+Sections: the classic payloads in every spelling (os/posix/nt, subprocess, builtins eval/exec/open/
+getattr/__import__, importlib, runpy, pickle.loads, operator, functools); payloads hidden in real
+scikit-learn, numpy and joblib structures (compressed, object arrays, nested pickles); STACK_GLOBAL
+and memo tricks; and gadgets inside the trusted packages themselves (functions and classes of
+numpy/scipy/sklearn that import, exec or spawn what the pickle names).
 """
 
 from __future__ import annotations
@@ -10,12 +17,14 @@ from __future__ import annotations
 import functools
 import importlib
 import io
+import lzma
 import os
 import pickle
 import runpy
 import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +91,11 @@ def frame(content: bytes) -> bytes:
     return b"\x95" + struct.pack("<Q", len(content)) + content
 
 
+def stack_global(module: str, name: str) -> bytes:
+    """STACK_GLOBAL from two literal strings (protocol 4)."""
+    return short_text(module) + short_text(name) + b"\x93"
+
+
 @dataclass
 class Case:
     """One hostile artifact: `offending` must all be named by UnsafeArtifact."""
@@ -91,7 +105,7 @@ class Case:
     offending: frozenset[str]
     marker: Path | None  # created if the artifact is ever unpickled; None: not a code-running payload
     loader: str  # "pickle" or "joblib": how a victim would load it
-    live_here: bool = True  # False: would run on another OS only (nt.system on POSIX)
+    live_here: bool = True  # False: would run on another OS only
 
 
 def _joblib_bytes(obj: Any, **kwargs: Any) -> bytes:
@@ -122,14 +136,25 @@ def build_corpus(root: Path) -> list[Case]:
     lib = root / "lib"
     for d in (markers, lib):
         d.mkdir(parents=True, exist_ok=True)
+    stub = root / "ntstub"
+    stub.mkdir(exist_ok=True)
+    if os.name != "nt":
+        # Windows' nt module, as far as the payloads use it: on POSIX the liveness run imports this
+        # stand-in (the real, built-in nt wins on Windows), so the nt cases are proven live too.
+        (stub / "nt.py").write_text("from os import system, popen\n")
     cases: list[Case] = []
 
     def add(
-        name: str, data: bytes, offending: set[str], loader: str = "pickle", live_here: bool = True
+        name: str,
+        data: bytes,
+        offending: set[str],
+        loader: str = "pickle",
+        live_here: bool = True,
+        runs_code: bool = True,
     ) -> None:
         path = root / f"{name}.{'joblib' if loader == 'joblib' else 'pkl'}"
         path.write_bytes(data)
-        cases.append(Case(name, path, frozenset(offending), markers / name, loader, live_here))
+        cases.append(Case(name, path, frozenset(offending), markers / name if runs_code else None, loader, live_here))
 
     def marker(name: str) -> str:
         return str(markers / name)
@@ -145,7 +170,28 @@ def build_corpus(root: Path) -> list[Case]:
     # -- the classics ---------------------------------------------------------------------------
     add("os_system_global_p0", b"cos\nsystem\n(V" + touch("os_system_global_p0").encode() + b"\ntR.", {"os.system"})
     add("posix_system_p2", pickle.dumps(Reduce(os.system, touch("posix_system_p2")), 2), {"posix.system"})
-    add("nt_system", program(call(glob("nt", "system"), text(touch("nt_system")))), {"nt.system"}, live_here=os.name == "nt")
+    add("nt_system", program(call(glob("nt", "system"), text(touch("nt_system")))), {"nt.system"})
+    add(
+        "nt_system_stack_global_p5",
+        b"\x80\x05" + frame(stack_global("nt", "system") + text(touch("nt_system_stack_global_p5")) + b"\x85R."),
+        {"nt.system"},
+    )
+    add(
+        "nt_popen_p0",
+        b"cnt\npopen\n(V" + touch("nt_popen_p0").encode() + b"\ntR.",
+        {"nt.popen"},
+    )
+    add("os_popen_p4", pickle.dumps(Reduce(os.popen, touch("os_popen_p4")), 4), {"os.popen"})
+    add(
+        "subprocess_getoutput_p2",
+        pickle.dumps(Reduce(subprocess.getoutput, touch("subprocess_getoutput_p2")), 2),
+        {"subprocess.getoutput"},
+    )
+    add(
+        "subprocess_call_p0",
+        pickle.dumps(Reduce(subprocess.call, ["touch", marker("subprocess_call_p0")]), 0),
+        {"subprocess.call"},
+    )
     add(
         "subprocess_popen_p4",
         pickle.dumps(Reduce(subprocess.Popen, ["touch", marker("subprocess_popen_p4")]), 4),
@@ -168,9 +214,53 @@ def build_corpus(root: Path) -> list[Case]:
         {"builtins.exec"},
     )
     add(
+        "builtins_exec_stack_global_p5",
+        b"\x80\x05" + frame(
+            stack_global("builtins", "exec")
+            + text(f"open({marker('builtins_exec_stack_global_p5')!r}, 'w').close()")
+            + b"\x85R."
+        ),
+        {"builtins.exec"},
+    )
+    add(
+        "builtins_exec_compile",
+        program(
+            call(
+                glob("builtins", "exec"),
+                call(
+                    glob("builtins", "compile"),
+                    text(f"open({marker('builtins_exec_compile')!r}, 'w').close()"),
+                    text("<pickle>"),
+                    text("exec"),
+                ),
+            )
+        ),
+        {"builtins.exec", "builtins.compile"},
+    )
+    add(
         "builtins_open_write",
         program(call(glob("builtins", "open"), text(marker("builtins_open_write")), text("w"))),
         {"builtins.open"},
+    )
+    # open in the spellings CPython and its relatives use: pickle itself writes io.open for open()
+    add("io_open_p4", pickle.dumps(Reduce(open, marker("io_open_p4"), "w"), 4), {"io.open"})
+    add("_io_open", program(call(glob("_io", "open"), text(marker("_io_open")), text("w"))), {"_io.open"})
+    add("_io_fileio_p3", pickle.dumps(Reduce(io.FileIO, marker("_io_fileio_p3"), "w"), 3), {"_io.FileIO"})
+    add("codecs_open", program(call(glob("codecs", "open"), text(marker("codecs_open")), text("w"))), {"codecs.open"})
+    add(
+        "posix_open",
+        pickle.dumps(Reduce(os.open, marker("posix_open"), os.O_CREAT | os.O_WRONLY), 2),
+        {f"{os.open.__module__}.open"},
+    )
+    add(
+        "pathlib_write_text",
+        program(
+            call(
+                call(glob("builtins", "getattr"), call(glob("pathlib", "Path"), text(marker("pathlib_write_text"))), text("write_text")),
+                text("ran"),
+            )
+        ),
+        {"pathlib.Path", "builtins.getattr"},
     )
     add(
         "getattr_chain",
@@ -182,11 +272,13 @@ def build_corpus(root: Path) -> list[Case]:
         ),
         {"builtins.getattr", "builtins.__import__"},
     )
-    add(
-        "builtins_import",
-        program(call(glob("builtins", "__import__"), text(evil_module("builtins_import")))),
-        {"builtins.__import__"},
-    )
+    # callables that import a module named by the pickle (importing it creates the marker)
+    for case_name, module, func in [
+        ("builtins_import", "builtins", "__import__"),
+        ("importlib_dunder_import", "importlib", "__import__"),
+        ("runpy_run_module", "runpy", "run_module"),
+    ]:
+        add(case_name, program(call(glob(module, func), text(evil_module(case_name)))), {f"{module}.{func}"})
     add(
         "importlib_import_module",
         pickle.dumps(Reduce(importlib.import_module, evil_module("importlib_import_module")), 4),
@@ -197,6 +289,26 @@ def build_corpus(root: Path) -> list[Case]:
     add("runpy_run_path", pickle.dumps(Reduce(runpy.run_path, str(script)), 4), {"runpy.run_path"})
     inner = pickle.dumps(Reduce(os.system, touch("pickle_loads_nested")))
     add("pickle_loads_nested", program(call(glob("pickle", "loads"), blob(inner))), {"pickle.loads"})
+    # the inner pickle compressed: its payload is invisible to any scan, the outer names are not
+    inner = pickle.dumps(Reduce(os.system, touch("pickle_loads_zlib_nested")))
+    add(
+        "pickle_loads_zlib_nested",
+        program(call(glob("_pickle", "loads"), call(glob("zlib", "decompress"), blob(zlib.compress(inner))))),
+        {"_pickle.loads", "zlib.decompress"},
+    )
+    inner = _joblib_bytes(Reduce(os.system, touch("joblib_load_nested_lzma")), compress=("lzma", 3))
+    add(
+        "joblib_load_nested_lzma",
+        program(call(glob("joblib", "load"), call(glob("_io", "BytesIO"), blob(inner))), proto=4),
+        {"joblib.load", "_io.BytesIO"},
+    )
+    inner = lzma.compress(pickle.dumps(Reduce(os.system, touch("pickle_loads_in_joblib_zlib"))))
+    add(
+        "pickle_loads_in_joblib_zlib",
+        _joblib_bytes(Reduce(pickle.loads, Reduce(lzma.decompress, inner)), compress=("zlib", 3)),
+        {"_pickle.loads", "lzma.decompress"},
+        "joblib",
+    )
     add(
         "operator_attrgetter",
         program(
@@ -206,6 +318,16 @@ def build_corpus(root: Path) -> list[Case]:
             )
         ),
         {"operator.attrgetter", "builtins.__import__"},
+    )
+    add(
+        "operator_methodcaller",
+        program(
+            call(
+                call(glob("operator", "methodcaller"), text("system"), text(touch("operator_methodcaller"))),
+                call(glob("builtins", "__import__"), text("os")),
+            )
+        ),
+        {"operator.methodcaller", "builtins.__import__"},
     )
     add(
         "functools_partial",
@@ -240,6 +362,21 @@ def build_corpus(root: Path) -> list[Case]:
     )
     objects = np.array([os.system, Reduce(os.system, touch("numpy_object_array"))], dtype=object)
     add("numpy_object_array", _joblib_bytes({"weights": np.arange(5.0), "objs": objects}), {"posix.system"}, "joblib")
+    # object arrays are nested pickles inside joblib's stream: here inside a compressed stream, and
+    # holding callables of several kinds
+    for method in ("zlib", "lzma", "bz2"):
+        name = f"numpy_object_array_{method}"
+        objects = np.array([eval, subprocess.Popen, Reduce(os.system, touch(name))], dtype=object)
+        add(
+            name,
+            _joblib_bytes([classifier, {"weights": np.arange(5.0), "objs": objects}], compress=(method, 3)),
+            {"builtins.eval", "subprocess.Popen", "posix.system"},
+            "joblib",
+        )
+    nested = np.array([np.array([Reduce(exec, f"open({marker('numpy_object_array_nested')!r}, 'w').close()")], dtype=object)], dtype=object)
+    add("numpy_object_array_nested", _joblib_bytes(nested, compress=3), {"builtins.exec"}, "joblib")
+    objects = np.array([Reduce(os.system, touch("numpy_object_array_pickle"))], dtype=object)
+    add("numpy_object_array_pickle", pickle.dumps(objects, 5), {"posix.system"})
     compressions = ["zlib", "gzip", "bz2", "lzma", "xz"] + (["lz4"] if HAVE_LZ4 else [])
     for method in compressions:
         name = f"joblib_{method}"
@@ -269,6 +406,17 @@ def build_corpus(root: Path) -> list[Case]:
         b"\x80\x04" + short_text("os") + b"\x94" + short_text("system") + b"\x94" + b"00"
         + b"h\x00h\x01\x93" + text(touch("stack_global_memo_p4")) + b"\x85R.",
         {"os.system"},
+    )
+    # protocol 5, framed, the names memoised with MEMOIZE and LONG_BINPUT and fetched back across a
+    # frame boundary with BINGET / LONG_BINGET
+    first = short_text("posix") + b"\x94" + short_text("system") + b"r\x00\x01\x00\x00" + b"00"
+    second = b"h\x00j\x00\x01\x00\x00\x93" + text(touch("stack_global_memo_p5_frames")) + b"\x85R."
+    add("stack_global_memo_p5_frames", b"\x80\x05" + frame(first) + frame(second), {"posix.system"})
+    add(
+        "stack_global_memo_p0_put",
+        b"\x80\x04" + b"Vbuiltins\np0\n0Veval\np1\n0g0\ng1\n\x93"
+        + text(f"open({marker('stack_global_memo_p0_put')!r}, 'w').close()") + b"\x85R.",
+        {"builtins.eval"},
     )
     add(
         "stack_global_dynamic",
@@ -315,7 +463,78 @@ def build_corpus(root: Path) -> list[Case]:
         + text(str(evil_joblib2)) + b"\x85R.",
         {"sklearn.utils.validation.joblib.load"},
     )
+
+    # -- gadgets inside the trusted packages (all names pass a plain module allow-list) ----------
+    add(
+        "scipy_uarray_unpickle_function",
+        program(
+            call(
+                call(glob("scipy._lib._uarray._backend", "unpickle_function"), text(os.system.__module__), text("system"), b"N"),
+                text(touch("scipy_uarray_unpickle_function")),
+            )
+        ),
+        {"scipy._lib._uarray._backend.unpickle_function", "<call of a computed value>"},
+    )
+    add(
+        "numpy_add_newdoc_import",
+        program(call(glob("numpy._core.function_base", "add_newdoc"), text(evil_module("numpy_add_newdoc_import")), text("x"), text("doc"))),
+        {"numpy._core.function_base.add_newdoc"},
+    )
+    add(
+        "scipy_clone_module_import",
+        program(call(glob("scipy._lib.array_api_compat._internal", "clone_module"), text(evil_module("scipy_clone_module_import")), b"}")),
+        {"scipy._lib.array_api_compat._internal.clone_module"},
+    )
+    # _nonlin_wrapper(name, jac) formats `name` into source it execs
+    source = f"f(): pass\nopen({marker('scipy_nonlin_wrapper_exec')!r}, 'w').close()\ndef g"
+    add(
+        "scipy_nonlin_wrapper_exec",
+        program(call(glob("scipy.optimize._nonlin", "_nonlin_wrapper"), text(source), glob("numpy.polynomial", "Polynomial"))),
+        {"scipy.optimize._nonlin._nonlin_wrapper"},
+    )
+    # rv_generic.__setstate__ execs the instance's _parse_arg_template: a real scipy distribution
+    # whose state carries code, alone and inside a real scikit-learn pipeline
+    add("scipy_stats_setstate_exec", pickle.dumps(_exec_on_setstate(marker("scipy_stats_setstate_exec")), 4), {"scipy.stats._continuous_distns.norm_gen"})
+    step = FunctionTransformer(kw_args={"scale": _exec_on_setstate(marker("sklearn_pipeline_scipy_gadget"))})
+    add(
+        "sklearn_pipeline_scipy_gadget",
+        _joblib_bytes(Pipeline([("scale", step), ("clf", classifier)]), compress=("gzip", 3)),
+        {"scipy.stats._continuous_distns.norm_gen"},
+        "joblib",
+    )
+    # not code-running payloads, refused all the same: a process pool started by a constructor,
+    # and plain trusted functions called at load time (only reconstructors may be)
+    add(
+        "scipy_mapwrapper_pool",
+        program(call(glob("scipy._lib._util", "MapWrapper"), b"K\x02")),
+        {"scipy._lib._util.MapWrapper"},
+        runs_code=False,
+    )
+    add(
+        "numpy_function_called",
+        program(call(glob("numpy", "add"), b"K\x01", b"K\x02")),
+        {"numpy.add"},
+        runs_code=False,
+    )
+    add(
+        "numpy_random_ctor_calls_a_function",
+        program(call(glob("numpy.random._pickle", "__randomstate_ctor"), text("MT19937"), glob("numpy", "add"))),
+        {"numpy.add"},
+        runs_code=False,
+    )
     return cases
+
+
+def _exec_on_setstate(marker: str) -> Any:
+    """A scipy.stats distribution whose pickled state makes __setstate__ create `marker`."""
+    import scipy.stats
+
+    dist = pickle.loads(pickle.dumps(scipy.stats.norm))  # a copy: the shared instance stays intact
+    state = dist.__dict__
+    for key in [k for k in state if k.startswith("__")]:  # what a plain scan of the state would flag
+        del state[key]
+    state["_parse_arg_template"] = f"open({marker!r}, 'w').close()\n" + state["_parse_arg_template"]
+    return dist
 
 
 LIVENESS_SCRIPT = """
@@ -332,8 +551,13 @@ for loader, path in zip(sys.argv[1::2], sys.argv[2::2]):
 """
 
 
+def payload_paths(root: Path) -> list[Path]:
+    """What a victim's sys.path needs for every payload to run: the evil modules, the nt stand-in."""
+    return [root / "lib", root / "ntstub"]
+
+
 def run_unprotected(cases: list[Case], lib: Path) -> None:
     """Unpickle every case with plain pickle/joblib in a subprocess (to prove the corpus is live)."""
     args = [str(a) for case in cases for a in (case.loader, case.path)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lib), os.getcwd()]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, payload_paths(lib.parent)), os.getcwd()]))
     subprocess.run([sys.executable, "-c", LIVENESS_SCRIPT, *args], env=env, check=True, timeout=120)
