@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -12,6 +14,8 @@ from typing import BinaryIO
 from model_store.errors import ArtifactTooLarge, ArtifactUnavailable
 
 CHUNK_BYTES = 1 << 20
+UPLOAD_PREFIX = "upload-"
+UPLOAD_SUFFIX = ".part"
 
 
 @dataclass(frozen=True)
@@ -22,12 +26,32 @@ class StoredArtifact:
     created: bool  # False when identical bytes were already stored
 
 
+@dataclass(frozen=True)
+class StoreFile:
+    """A file found in the store: an artifact (`sha256` set) or an upload's temp file (None)."""
+
+    path: Path
+    sha256: str | None
+    size_bytes: int
+    mtime: float
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _stat_file(path: Path, sha256: str | None) -> StoreFile | None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:  # removed since it was listed
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return StoreFile(path, sha256, st.st_size, st.st_mtime)
 
 
 def _is_sha256(value: str) -> bool:
@@ -64,7 +88,7 @@ class ArtifactStore:
         self.init()
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="upload-", suffix=".part")
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -80,7 +104,17 @@ class ArtifactStore:
                 os.fsync(out.fileno())
             sha256 = digest.hexdigest()
             final = self.path_for(sha256)
-            if final.exists():
+            try:
+                # Identical bytes are already here, perhaps as an orphan that `maas store gc`
+                # is about to collect. Touching the file restarts its grace period, so gc
+                # leaves it alone while this upload goes on to record a version of it; and
+                # if gc removed it before the touch, utime fails and the bytes are stored
+                # anew below. (gc also re-checks the references under a lock, and the
+                # upload checks the file is still there once its version row is written.)
+                os.utime(final)
+            except FileNotFoundError:
+                pass
+            else:
                 tmp_path.unlink()
                 return StoredArtifact(sha256, size, final, created=False)
             final.parent.mkdir(exist_ok=True)
@@ -120,6 +154,56 @@ class ArtifactStore:
     def delete(self, sha256: str) -> None:
         """Remove an artifact (a missing one is fine)."""
         self.path_for(sha256).unlink(missing_ok=True)
+
+    def artifacts(self) -> Iterator[StoreFile]:
+        """Every artifact in the store, with its size and mtime (the time it was last stored).
+
+        Files that are not named as the store names artifacts are not listed: not ours.
+        """
+        if not self.objects.is_dir():
+            return
+        for shard in sorted(self.objects.iterdir()):
+            if not shard.is_dir():
+                continue
+            for path in sorted(shard.iterdir()):
+                if _is_sha256(path.name) and path.name[:2] == shard.name:
+                    found = _stat_file(path, path.name)
+                    if found is not None:
+                        yield found
+
+    def partial_uploads(self) -> Iterator[StoreFile]:
+        """The temp files of uploads: in progress, or left behind by a process that died."""
+        if not self.tmp.is_dir():
+            return
+        for path in sorted(self.tmp.glob(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}")):
+            found = _stat_file(path, None)
+            if found is not None:
+                yield found
+
+    def remove_stale(self, file: StoreFile, cutoff: float) -> int | None:
+        """Remove an artifact or upload temp file listed by this store unless it was modified
+        after `cutoff` (a time.time() value).
+
+        Returns the bytes removed, or None when the file is newer (a put() of the same bytes
+        touched it since it was listed) or already gone. A put() that touches it between the
+        check and the unlink is caught by the upload itself: it checks the file is still there
+        after writing its version row. Empty shard directories are kept: put() creates them
+        without a lock and would race with their removal.
+        """
+        if file.sha256 is not None:
+            path = self.path_for(file.sha256)
+        elif file.path.parent == self.tmp and file.path.match(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}"):
+            path = file.path
+        else:
+            raise ValueError(f"{file.path} is neither an artifact nor an upload of the store at {self.root}")
+        current = _stat_file(path, file.sha256)
+        if current is None or current.mtime > cutoff:
+            return None
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return None
+        return current.size_bytes
 
     def check(self) -> None:
         """Raise OSError unless the store can be written to (readiness)."""

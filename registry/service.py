@@ -393,3 +393,20 @@ def update_model(session: Session, name: str, *, description: str | None) -> Reg
 def sha256_in_use(session: Session, sha256: str) -> bool:
     """Whether any version still references this artifact (the store keeps it while so)."""
     return session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1)) is not None
+
+
+def referenced_sha256s(session: Session, *, hold_writers: bool = False) -> set[str]:
+    """The sha256 of every version's artifact: the files the model store must keep.
+
+    With `hold_writers`, no transaction can add or delete a version until this session ends,
+    so an artifact found unreferenced stays so while the caller removes its file. The caller
+    must then be in a write transaction (`Database.write()`): on SQLite that transaction
+    already holds the database's write lock; on PostgreSQL a SHARE lock on the versions table
+    waits for every uncommitted insert or delete of a version and blocks new ones (reads and
+    predictions are not blocked). An upload checks its file once its row is written, inside
+    its transaction, so it either commits before this (and is seen here) or finds the file
+    gone and fails.
+    """
+    if hold_writers and session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql(f"LOCK TABLE {ModelVersion.__tablename__} IN SHARE MODE")
+    return set(session.scalars(select(ModelVersion.sha256).distinct()))

@@ -1,18 +1,26 @@
-"""The `maas` command: serve, db upgrade."""
+"""The `maas` command: serve, db upgrade, store gc."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 import gunicorn.util
 from gunicorn.app.base import BaseApplication
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from migrations.runner import upgrade_database
+from model_store.store import ArtifactStore, StoreFile
 from registry import service
 from registry.db import Database
 from serving.config import ConfigError, Settings
@@ -145,3 +153,179 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
     upgrade_database(database.engine, revision)
     database.dispose()
     click.echo(f"database at {revision}")
+
+
+# -- maas store gc ---------------------------------------------------------------------------------
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """A length of time: 0, 30s, 10m, 2h, 1d (a bare number is seconds); converted to seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"(\d+)([smhd]?)", str(value).strip().lower())
+        if match is None:
+            self.fail(f"{value!r} is not a duration: use e.g. 0, 30s, 10m, 2h or 1d.", param, ctx)
+        return int(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass
+class Garbage:
+    """What `maas store gc` found: the files it may remove, and how many it keeps and why."""
+
+    orphans: list[StoreFile] = field(default_factory=list)
+    partial_uploads: list[StoreFile] = field(default_factory=list)
+    referenced: int = 0
+    recent: int = 0
+
+
+def find_garbage(database: Database, store: ArtifactStore, cutoff: float) -> Garbage:
+    """Artifacts no version references and upload temp files, both modified before `cutoff`."""
+    # The store is listed before the references are read: a version committed in between
+    # is then among the references. A file stored after the listing is not a candidate.
+    artifacts = list(store.artifacts())
+    partial = list(store.partial_uploads())
+    with database.read() as session:
+        referenced = service.referenced_sha256s(session)
+    garbage = Garbage()
+    for artifact in artifacts:
+        if artifact.sha256 in referenced:
+            garbage.referenced += 1
+        elif artifact.mtime > cutoff:
+            garbage.recent += 1
+        else:
+            garbage.orphans.append(artifact)
+    for upload in partial:
+        if upload.mtime > cutoff:
+            garbage.recent += 1
+        else:
+            garbage.partial_uploads.append(upload)
+    return garbage
+
+
+def remove_garbage(
+    database: Database, store: ArtifactStore, garbage: Garbage, cutoff: float
+) -> Iterator[tuple[StoreFile, int | None]]:
+    """Remove what find_garbage found, unless it changed since; yields each file and the bytes
+    removed (None: kept after all).
+
+    The race to close: an upload of bytes that are already here as an orphan finds the file
+    (put() says created=False) and goes on to record a version of it. Three things keep gc
+    from removing that file under the new version:
+    - put() touches the file, so it is no longer older than the grace period;
+    - the references are read again under referenced_sha256s(hold_writers=True), in a write
+      transaction, so no version can be added while the files are removed, and one added
+      since find_garbage is seen;
+    - the mtime is checked again right before each unlink.
+    An upload that touched the file after that last check has not written its version row
+    yet (it waits for this transaction), and it checks that the file is still there once it
+    has: it fails, asking for the upload again, instead of recording a version without a file.
+    A failed upload removes the file it created under the same lock (registration.py); when
+    it could not (the database was down), the file is an orphan like any other, collected here.
+    """
+    if garbage.orphans:
+        with database.write() as session:
+            referenced = service.referenced_sha256s(session, hold_writers=True)
+            for artifact in garbage.orphans:
+                yield artifact, None if artifact.sha256 in referenced else store.remove_stale(artifact, cutoff)
+    # Nothing references a temp file; the grace period protects an upload still writing one.
+    for upload in garbage.partial_uploads:
+        yield upload, store.remove_stale(upload, cutoff)
+
+
+def _require_registry(database_url: str) -> None:
+    """Refuse a SQLite path with no database: gc would create an empty one and find nothing
+    referenced (a mistyped or relative path must not look like a registry without versions)."""
+    url = make_url(database_url)
+    if (
+        url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not Path(url.database).is_file()
+    ):
+        raise click.ClickException(f"no registry database at {url.database}: nothing removed")
+
+
+def _describe(store: ArtifactStore, file: StoreFile, now: float) -> str:
+    what = "unreferenced artifact" if file.sha256 is not None else "interrupted upload"
+    return f"{file.path.relative_to(store.root)} ({file.size_bytes} bytes, {what}, modified {_age(now - file.mtime)} ago)"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+@main.group("store")
+def store_group() -> None:
+    """Model store commands."""
+
+
+@store_group.command("gc")
+@click.option(
+    "--grace-period",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="Keep files modified more recently than this (0, 30s, 10m, 2h, 1d); longer than any upload takes.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed, and remove nothing.")
+@click.option("--database-url", default=None, help="Overrides MAAS_DATABASE_URL.")
+@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR.")
+def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_dir: str | None) -> None:
+    """Remove artifacts that no version references and the temp files of interrupted uploads,
+    when older than the grace period."""
+    settings = _settings(database_url=database_url, store_dir=store_dir)
+    _require_registry(settings.database_url)
+    store = ArtifactStore(settings.store_dir)
+    database = Database(settings.database_url)
+    now = time.time()
+    cutoff = now - grace_period
+    removed = removed_bytes = changed = 0
+    failed: list[str] = []
+    try:
+        garbage = find_garbage(database, store, cutoff)
+        candidates = garbage.orphans + garbage.partial_uploads
+        if dry_run:
+            for file in candidates:
+                click.echo(f"would remove {_describe(store, file, now)}")
+        else:
+            try:
+                for file, size in remove_garbage(database, store, garbage, cutoff):
+                    if size is None:
+                        changed += 1
+                        click.echo(f"kept {file.path.relative_to(store.root)} (referenced or modified since it was listed)")
+                    else:
+                        removed += 1
+                        removed_bytes += size
+                        click.echo(f"removed {_describe(store, file, now)}")
+            except OSError as exc:
+                failed.append(f"{exc.filename}: {exc.strerror}")
+    except DBAPIError as exc:
+        raise click.ClickException(
+            f"the registry database cannot be read ({exc.orig}): nothing removed"
+        ) from None
+    finally:
+        database.dispose()
+    kept = (
+        f"kept {_plural(garbage.referenced, 'referenced artifact')}, "
+        f"{_plural(garbage.recent, 'file')} younger than {_age(grace_period)}"
+        + (f", {changed} changed while gc ran" if changed else "")
+    )
+    if dry_run:
+        size = sum(f.size_bytes for f in candidates)
+        click.echo(f"dry run: would remove {_plural(len(candidates), 'file')}, {size} bytes; {kept}; nothing removed")
+    else:
+        click.echo(f"removed {_plural(removed, 'file')}, {removed_bytes} bytes; {kept}")
+    if failed:
+        raise click.ClickException("could not remove " + "; ".join(failed))

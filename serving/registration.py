@@ -52,10 +52,6 @@ def register_upload(
             library_versions=loaded.library_versions,
         )
         with rt.db.write() as session:
-            if not rt.store.exists(stored.sha256):
-                # A concurrent failed upload of the same bytes removed it: never record a
-                # version without its file.
-                raise InvalidArtifact("The artifact vanished from the store; upload it again.")
             version = service.register_version(
                 session,
                 name,
@@ -65,6 +61,13 @@ def register_upload(
                 tags=metadata.get("tags"),
                 aliases=metadata.get("aliases", ()),
             )
+            # Checked after the row is written, not before: whoever removes an unreferenced
+            # artifact (a failed upload of the same bytes, `maas store gc`) does so under
+            # referenced_sha256s(hold_writers=True), which waits for this transaction. So
+            # either it sees this version and keeps the file, or it removed the file first
+            # and this check sees that: never a version without its file.
+            if not rt.store.exists(stored.sha256):
+                raise InvalidArtifact("The artifact vanished from the store; upload it again.")
     except BaseException:
         if stored.created:
             _forget_artifact(rt, stored.sha256)
@@ -89,9 +92,10 @@ def _try_example(
 
 def _forget_artifact(rt: Runtime, sha256: str) -> None:
     try:
-        with rt.db.read() as session:
-            in_use = service.sha256_in_use(session, sha256)
-        if not in_use:
-            rt.store.delete(sha256)
+        # As `maas store gc` does: the file goes while no upload of the same bytes can
+        # commit, and only if no version references it.
+        with rt.db.write() as session:
+            if sha256 not in service.referenced_sha256s(session, hold_writers=True):
+                rt.store.delete(sha256)
     except Exception:  # cleanup must not hide the original error; `maas store gc` mops up
         log.exception("could not remove artifact %s after a failed upload", sha256)

@@ -1,0 +1,328 @@
+"""`maas serve` killed with SIGKILL (the whole process group: gunicorn and its workers) in the
+middle of uploads, on SQLite and PostgreSQL; restarted on the same database and model store.
+
+A killed upload leaves no version; every version the registry lists has its artifact, whose
+bytes hash to the recorded sha256, and predicts; `maas store gc --grace-period 0` then leaves no
+orphan file and no upload temp file. Nothing here is timed: the waits are for what the server
+demonstrably did (bytes of the upload it has written to disk), with a deadline only against a hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from sklearn.linear_model import LinearRegression
+
+from model_store.store import ArtifactStore
+from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
+from tests.live import HTTP_TIMEOUT_S, MAAS, Server, environment
+from tests.test_serve_e2e import upload
+
+MB = 1 << 20
+BIG_UPLOAD_BYTES = 48 * MB
+# Only guards against a hang: nothing is timed.
+PROGRESS_DEADLINE_S = 60.0
+ROUNDS = 3
+UPLOAD_CLIENTS = 4
+REG_ROWS = [{"x1": 0.5, "x2": -1.0}, {"x1": -2.0, "x2": 3.25}]
+SEED = int(os.environ.get("MAAS_TEST_SEED", "0")) or random.randrange(1, 1 << 30)
+
+
+# -- the server and what it is doing ---------------------------------------------------------------
+@dataclass
+class Deployment:
+    """Where one `maas serve` keeps its things, so that a restart finds them again."""
+
+    env: dict[str, str]
+    cwd: Path
+    store: ArtifactStore
+    spool: Path  # the workers' TMPDIR: where werkzeug spools a multipart upload as it arrives
+
+
+@pytest.fixture
+def deployment(database_url: str, tmp_path: Path) -> Deployment:
+    spool, cwd = tmp_path / "spool", tmp_path / "cwd"
+    spool.mkdir()
+    cwd.mkdir()
+    env = environment(
+        MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
+        MAAS_DATABASE_URL=database_url,
+        MAAS_STORE_DIR=str(tmp_path / "store"),
+        TMPDIR=str(spool),
+    )
+    return Deployment(env, cwd, ArtifactStore(tmp_path / "store"), spool)
+
+
+def kill(server: Server) -> None:
+    """SIGKILL to gunicorn and every worker at once: no handler runs, nothing is cleaned up."""
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    server.session.close()
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def upload_bytes_on_disk(server: Server, deployment: Deployment) -> int:
+    """The most bytes of one upload the server has written so far: a file its processes hold
+    open in their TMPDIR (werkzeug's spool of the request, unlinked but open), or an upload
+    temp file in the store."""
+    sizes = [f.size_bytes for f in deployment.store.partial_uploads()]
+    for pid in _group_members(server.process.pid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(deployment.spool)):
+                    sizes.append(os.stat(f"/proc/{pid}/fd/{fd}").st_size)
+            except OSError:
+                continue
+    return max(sizes, default=0)
+
+
+def wait_for(what: str, condition: Callable[[], bool], server: Server) -> None:
+    deadline = time.monotonic() + PROGRESS_DEADLINE_S
+    while not condition():
+        assert server.process.poll() is None, f"maas serve exited:\n{server.output()}"
+        assert time.monotonic() < deadline, f"never saw {what}:\n{server.output()}"
+        time.sleep(0.02)
+
+
+class SlowUpload:
+    """A multipart upload over a raw socket, sent a piece at a time: the body is never finished."""
+
+    def __init__(self, server: Server, name: str, size: int) -> None:
+        boundary = "maas-crash-test-boundary"
+        self.head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.joblib"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        request = (
+            f"POST /api/admin/models/{name}/versions HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(self.head) + size + len(tail)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT_S)
+        self.sock.sendall(request + self.head)
+        self.sent = 0
+        self.size = size
+
+    def send(self, nbytes: int) -> None:
+        """Send `nbytes` more of the file (never all of it)."""
+        assert self.sent + nbytes < self.size
+        chunk = b"\0" * MB
+        for _ in range(nbytes // MB):
+            self.sock.sendall(chunk)
+        self.sent += nbytes
+
+    def answered(self) -> bool:
+        return bool(select.select([self.sock], [], [], 0)[0]) and self.sock.recv(1, socket.MSG_PEEK) != b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- the registry after a restart -------------------------------------------------------------------
+def all_versions(server: Server) -> dict[tuple[str, int], str]:
+    """(model, version) -> sha256 of every version the registry lists."""
+    models = server.get("/api/models?page_size=1000")
+    assert models.status_code == 200, models.text
+    found = {}
+    for model in models.json():
+        versions = server.get(f"/api/models/{model['name']}/versions?page_size=1000")
+        assert versions.status_code == 200, versions.text
+        found.update({(model["name"], v["version"]): v["sha256"] for v in versions.json()})
+    return found
+
+
+def check_every_version(
+    server: Server,
+    store: ArtifactStore,
+    rows: dict[str, tuple[Any, list[dict[str, Any]]]],
+    predicted: set[tuple[str, int]] | None = None,
+) -> dict[tuple[str, int], str]:
+    """Every listed version has its file, hashing to its sha256, and predicts as the model does
+    (`rows`: sha256 -> estimator and rows to predict). Versions in `predicted` are not asked to
+    predict again; the others are added to it. Returns the versions."""
+    versions = all_versions(server)
+    for (name, number), sha256 in versions.items():
+        path = store.path_for(sha256)
+        assert path.is_file(), f"{name} version {number}: no artifact {sha256} in the store"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256, f"{name} version {number}: damaged"
+        if predicted is not None and (name, number) in predicted:
+            continue
+        estimator, data = rows[sha256]
+        answer = server.post(f"/api/models/{name}/versions/{number}/predict", json={"data": data})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == estimator.predict(pd.DataFrame(data)).tolist()
+        if predicted is not None:
+            predicted.add((name, number))
+    return versions
+
+
+def collect(deployment: Deployment) -> str:
+    result = subprocess.run(
+        [*MAAS, "store", "gc", "--grace-period", "0"],
+        env=deployment.env, cwd=deployment.cwd, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def assert_no_orphans(deployment: Deployment, versions: dict[tuple[str, int], str]) -> None:
+    assert list(deployment.store.partial_uploads()) == []
+    assert {f.sha256 for f in deployment.store.artifacts()} == set(versions.values())
+
+
+def removed_count(gc_output: str) -> int:
+    return int(gc_output.splitlines()[-1].split()[1])
+
+
+# -- uploads in flight, killed at random moments, round after round -----------------------------------------
+def unique_regressor(serial: int) -> tuple[LinearRegression, bytes]:
+    """A small fitted model whose bytes no other upload has: a killed upload may leave an orphan."""
+    rng = np.random.default_rng(serial)
+    frame = pd.DataFrame({"x1": rng.normal(size=40), "x2": rng.normal(size=40)})
+    model = LinearRegression().fit(frame, (serial % 5 + 1) * frame["x1"] - frame["x2"])
+    return model, joblib_bytes(model)
+
+
+def test_sigkill_mid_upload_never_leaves_a_version_without_its_file(
+    serve: Callable[..., Server], deployment: Deployment, database_url: str, credit_pipeline: Any, regressor: Any
+) -> None:
+    """Each round: clients upload small models one after another (some of them the same bytes)
+    while a large upload (48 MB announced, 8 MB sent, never finished) is demonstrably being
+    written by the server; SIGKILL at a random moment after that; restart on the same database
+    and store. Then: the large upload's model does not exist, the models registered before are
+    unchanged and predict, every acknowledged upload is there, and every listed version has its
+    file hashing to its sha256 and predicts. At the end gc leaves no orphan and no temp file."""
+    rng = random.Random(SEED)
+    server = serve("--workers", "3", env=deployment.env, cwd=deployment.cwd)
+    credit, reg = joblib_bytes(credit_pipeline), joblib_bytes(regressor)
+    rows: dict[str, tuple[Any, list[dict[str, Any]]]] = {
+        hashlib.sha256(credit).hexdigest(): (credit_pipeline, [CREDIT_ROW]),
+        hashlib.sha256(reg).hexdigest(): (regressor, REG_ROWS),
+    }
+    for name, payload in (("credit", credit), ("reg", reg)):
+        assert upload(server, name, payload).status_code == 201
+    assert server.put("/api/admin/models/credit/aliases/production", json={"version": 1}, headers=ADMIN).status_code == 200
+    before = {name: server.get(f"/api/models/{name}").json() for name in ("credit", "reg")}
+    shared = [unique_regressor(10_000_000 + i) for i in range(2)]  # uploaded again and again: put() finds them stored
+    for model, payload in shared:
+        rows[hashlib.sha256(payload).hexdigest()] = (model, REG_ROWS)
+
+    acknowledged: dict[tuple[str, int], str] = {}
+    predicted: set[tuple[str, int]] = set()  # versions already seen predicting after a restart
+    in_flight_per_round: list[int] = []
+    on_disk_per_round: list[float] = []
+    parts_left_per_round: list[int] = []
+    serials = iter(range(1, 1_000_000))
+    lock = threading.Lock()
+    for _ in range(ROUNDS):
+        acked_before = len(acknowledged)
+        killed = threading.Event()
+        ends: list[bool] = []  # per client: was its last upload sent before the kill?
+
+        def client(index: int, server: Server = server, killed: threading.Event = killed, ends: list[bool] = ends) -> None:
+            # The same server through a requests.Session of this thread's own.
+            own = Server(server.process, server.port, server.log)
+            with own.session:
+                for i in range(1_000_000):
+                    name = f"m{(index + i) % 3}"
+                    if i % 3 == 2:
+                        model, payload = shared[index % 2]
+                    else:
+                        with lock:
+                            model, payload = unique_regressor(next(serials))
+                            rows[hashlib.sha256(payload).hexdigest()] = (model, REG_ROWS)
+                    sent_before_kill = not killed.is_set()
+                    try:
+                        answer = upload(own, name, payload)
+                    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                        with lock:
+                            ends.append(sent_before_kill)
+                        return
+                    assert answer.status_code == 201, answer.text
+                    with lock:
+                        acknowledged[(name, answer.json()["version"])] = answer.json()["sha256"]
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(UPLOAD_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        big = SlowUpload(server, "big", BIG_UPLOAD_BYTES)
+        try:
+            big.send(8 * MB)
+            def busy(server: Server = server, acked_before: int = acked_before) -> bool:
+                return (
+                    len(acknowledged) >= acked_before + UPLOAD_CLIENTS
+                    and upload_bytes_on_disk(server, deployment) >= 4 * MB
+                )
+
+            wait_for("uploads acknowledged and the large one being written", busy, server)
+            time.sleep(rng.uniform(0, 0.3))  # a random moment: not an assertion on time
+            killed.set()
+            on_disk_per_round.append(upload_bytes_on_disk(server, deployment) / MB)
+            assert not big.answered(), "the server answered an unfinished upload"
+            kill(server)
+        finally:
+            big.close()
+        for thread in threads:
+            thread.join()
+        assert len(ends) == UPLOAD_CLIENTS, "a client stopped for another reason than the kill"
+        in_flight_per_round.append(sum(ends) + 1)  # and the large upload
+        parts_left_per_round.append(len(list(deployment.store.partial_uploads())))
+
+        server = serve("--workers", "3", env=deployment.env, cwd=deployment.cwd)
+        missing = server.get("/api/models/big")
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["code"] == 404 and missing.json()["message"], missing.text
+        assert {name: server.get(f"/api/models/{name}").json() for name in ("credit", "reg")} == before
+        production = server.post("/api/predict", json={"model": "credit", "version": "production", "data": CREDIT_ROW})
+        assert production.status_code == 200, production.text
+        assert production.json()["predictions"] == credit_pipeline.predict(pd.DataFrame([CREDIT_ROW])).tolist()
+        versions = check_every_version(server, deployment.store, rows, predicted)
+        lost = {key for key, sha256 in acknowledged.items() if versions.get(key) != sha256}
+        assert not lost, f"acknowledged uploads lost in the crash: {sorted(lost)}"
+
+    files_before_gc = len(list(deployment.store.artifacts()))
+    gc_output = collect(deployment)
+    assert_no_orphans(deployment, versions)
+    assert check_every_version(server, deployment.store, rows) == versions
+    print(
+        f"\n[{database_url.split(':')[0]}] crash rounds {ROUNDS} (seed {SEED}); large upload on the server's disk "
+        f"when killed {[f'{mb:.1f}' for mb in on_disk_per_round]} MB of {BIG_UPLOAD_BYTES // MB}; uploads in flight "
+        f"when killed {in_flight_per_round}; upload temp files left in the store {parts_left_per_round}; uploads "
+        f"acknowledged {len(acknowledged)}; versions found {len(versions)} ({len(versions) - len(acknowledged) - 2} "
+        f"committed but unanswered), versions lost 0, versions without their file 0; artifacts before gc "
+        f"{files_before_gc}, gc removed {removed_count(gc_output)} (big: 404 after every restart)"
+    )
