@@ -51,9 +51,9 @@ class EstimatorCache:
             return estimator
 
     def _load(self, sha256: str, fmt: str) -> Any:
-        path = self.store.verified_path(sha256)
         try:
-            estimator, _, _ = detect_and_load(path, self.trusted_modules, fmt)
+            with self.store.verified(sha256) as path:
+                estimator, _, _ = detect_and_load(path, self.trusted_modules, fmt)
         except InvalidArtifact as exc:
             raise ArtifactUnavailable(f"The artifact {sha256} cannot be loaded: {exc.message}") from None
         self.put(sha256, estimator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -125,28 +126,38 @@ class ArtifactStore:
             tmp_path.unlink(missing_ok=True)
             raise
 
-    def verified_path(self, sha256: str) -> Path:
-        """The artifact's path after checking its bytes still hash to `sha256`.
+    @contextlib.contextmanager
+    def verified(self, sha256: str) -> Iterator[Path]:
+        """A path to the artifact's bytes, checked to still hash to `sha256`, for the `with` block.
 
+        The path names the very file that was hashed (on Linux /proc/self/fd/<fd> of the open
+        file): a file renamed over the artifact after the check is never the one loaded.
         Raises ArtifactUnavailable when it is missing or damaged.
         """
         path = self.path_for(sha256)
         digest = hashlib.sha256()
         try:
-            with path.open("rb") as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    digest.update(chunk)
+            f = path.open("rb")
         except FileNotFoundError:
             raise ArtifactUnavailable(f"The artifact {sha256} is missing from the model store.") from None
         except OSError as exc:
             raise ArtifactUnavailable(
                 f"The artifact {sha256} cannot be read from the model store ({exc.strerror})."
             ) from None
-        if digest.hexdigest() != sha256:
-            raise ArtifactUnavailable(
-                f"The artifact {sha256} is damaged: its bytes no longer match its sha256."
-            )
-        return path
+        with f:
+            try:
+                while chunk := f.read(CHUNK_BYTES):
+                    digest.update(chunk)
+            except OSError as exc:
+                raise ArtifactUnavailable(
+                    f"The artifact {sha256} cannot be read from the model store ({exc.strerror})."
+                ) from None
+            if digest.hexdigest() != sha256:
+                raise ArtifactUnavailable(
+                    f"The artifact {sha256} is damaged: its bytes no longer match its sha256."
+                )
+            held = Path(f"/proc/self/fd/{f.fileno()}")
+            yield held if held.exists() else path
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()

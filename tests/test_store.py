@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +48,29 @@ def test_put_over_the_limit_leaves_nothing(store: ArtifactStore) -> None:
     assert list(store.tmp.iterdir()) == [] and list(store.objects.rglob("*")) == []
 
 
-def test_verified_path_detects_damage_and_loss(store: ArtifactStore) -> None:
+def test_verified_detects_damage_and_loss(store: ArtifactStore) -> None:
     stored = store.put(io.BytesIO(b"model bytes"))
-    assert store.verified_path(stored.sha256) == stored.path
+    with store.verified(stored.sha256) as path:
+        assert path.read_bytes() == b"model bytes"
     stored.path.write_bytes(b"model bytez")
     with pytest.raises(ArtifactUnavailable, match="damaged"):
-        store.verified_path(stored.sha256)
+        with store.verified(stored.sha256):
+            pass
     stored.path.unlink()
     with pytest.raises(ArtifactUnavailable, match="missing"):
-        store.verified_path(stored.sha256)
+        with store.verified(stored.sha256):
+            pass
+
+
+def test_verified_path_stays_on_the_bytes_that_were_checked(store: ArtifactStore, tmp_path: Path) -> None:
+    stored = store.put(io.BytesIO(b"model bytes"))
+    with store.verified(stored.sha256) as path:
+        # Another file renamed over the artifact after the check is not what the loader reads.
+        swapped = tmp_path / "swapped"
+        swapped.write_bytes(b"other bytes")
+        os.replace(swapped, stored.path)
+        assert path.read_bytes() == b"model bytes"
+    assert stored.path.read_bytes() == b"other bytes"
     with pytest.raises(ArtifactUnavailable):
         store.path_for("../../etc/passwd")
 
