@@ -53,13 +53,11 @@ def test_verified_detects_damage_and_loss(store: ArtifactStore) -> None:
     with store.verified(stored.sha256) as path:
         assert path.read_bytes() == b"model bytes"
     stored.path.write_bytes(b"model bytez")
-    with pytest.raises(ArtifactUnavailable, match="damaged"):
-        with store.verified(stored.sha256):
-            pass
+    with pytest.raises(ArtifactUnavailable, match="damaged"), store.verified(stored.sha256):
+        pass
     stored.path.unlink()
-    with pytest.raises(ArtifactUnavailable, match="missing"):
-        with store.verified(stored.sha256):
-            pass
+    with pytest.raises(ArtifactUnavailable, match="missing"), store.verified(stored.sha256):
+        pass
 
 
 def test_verified_path_stays_on_the_bytes_that_were_checked(store: ArtifactStore, tmp_path: Path) -> None:
