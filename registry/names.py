@@ -1,4 +1,5 @@
-"""What a model name, an alias and a version selector may be (the contract's Names section)."""
+"""What a model name, an alias and a version selector may be (the contract's Names section),
+and what text the registry can store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,22 @@ LATEST = "latest"
 # Versions live in a 32-bit column; anything larger cannot exist, so it is a plain 404
 # rather than an overflow in the database driver.
 MAX_VERSION = 2**31 - 1
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored as text in the registry, or None when it can.
+
+    PostgreSQL's text types hold no NUL character (SQLite's do: refused on both, so both
+    databases keep the same data), and a lone surrogate (JSON's "\ud800") is no character at
+    all: it has no UTF-8 encoding, so neither database can store it.
+    """
+    if "\x00" in text:
+        return "NUL characters are not allowed."
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Not valid Unicode text: lone surrogates are not allowed."
+    return None
 
 
 def is_model_name(name: object) -> bool:

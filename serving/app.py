@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import swagger_ui_bundle
 from flask import Flask, request, send_from_directory
@@ -26,7 +29,9 @@ UPLOAD_OVERHEAD_BYTES = 1 << 20
 def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> Flask:
     """Build the Flask app; `upgrade_db` runs the Alembic migrations first (off in workers)."""
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    # No static folder: the only files served are Swagger UI's (register_docs_assets).
+    app = Flask(__name__, static_folder=None)
+    app.wsgi_app = EncodedSlashes(app.wsgi_app)  # type: ignore[method-assign]
     app.json = JSONProvider(app)
     configure_openapi(app)
     rt = Runtime(settings)
@@ -58,6 +63,34 @@ def configure_openapi(app: Flask) -> None:
     )
 
 
+class EncodedSlashes:
+    """WSGI middleware: a `%2F` in the request path stays `%2F` in PATH_INFO.
+
+    The server decodes the path before routing, so `GET /api/models/credit%2Fversions` would
+    reach the route of `/api/models/credit/versions`, and `DELETE
+    /api/admin/models/credit%2Fversions/1` would delete a version of 'credit'. Kept encoded, it
+    stays one path segment naming what can never exist (no name, alias or selector holds '%'):
+    404 on reads, 422 on upload.
+    """
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+        if "%2f" in raw.lower():
+            # The origin form (/path?query), or the absolute form a client may send instead.
+            path = raw.partition("?")[0] if raw.startswith("/") else urlsplit(raw).path
+            segments = path.split("/")
+            decoded = [unquote_to_bytes(s) for s in segments]
+            script = environ.get("SCRIPT_NAME", "")
+            # Only when the raw path is the one the server decoded (WSGI: bytes as latin-1).
+            if b"/".join(decoded).decode("latin-1") == script + environ.get("PATH_INFO", ""):
+                kept = b"/".join(s.replace(b"/", b"%2F") for s in decoded).decode("latin-1")
+                environ["PATH_INFO"] = kept[len(script):]
+        return self.wsgi_app(environ, start_response)  # type: ignore[no-any-return]
+
+
 def register_request_guards(app: Flask) -> None:
     @app.before_request
     def _limits_and_api_token() -> None:
@@ -82,6 +115,10 @@ class AnyTextConverter(PathConverter):
 
 
 def register_blueprints(app: Flask) -> None:
+    # werkzeug would answer `//` in a path with a 308 to the path without it: another resource
+    # (`/api/models/credit/versions//predict` -> a version named 'predict'). An empty segment
+    # names nothing: 404.
+    app.url_map.merge_slashes = False
     app.url_map.converters["anytext"] = AnyTextConverter
     api = MaasApi(app)
     api.register_converter(AnyTextConverter, lambda _converter: {"type": "string"})

@@ -12,7 +12,7 @@ from serving.jsonbody import StrictJSONParser
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Statuses the WSGI server itself may answer to any request, before the app sees it.
-SERVER_ERRORS = (400, 414)
+SERVER_ERRORS = (400, 414, 431)
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -26,8 +26,9 @@ class Blueprint(flask_smorest.Blueprint):
     def errors(self, *codes: int) -> Callable[[F], F]:
         """Document the error statuses an operation can answer (all in the contract's shape).
 
-        Every operation can also get gunicorn's own 400 (a request it cannot parse) and 414
-        (a request line over 4094 bytes), answered in the same shape (serving.cli).
+        Every operation can also get gunicorn's own 400 (a request it cannot parse), 414 (a
+        request line over 4094 bytes) and 431 (a header over 8190 bytes), answered in the
+        same shape (serving.cli).
         """
 
         def decorator(func: F) -> F:

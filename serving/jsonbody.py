@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import flask
 from flask.json.provider import DefaultJSONProvider
+from gunicorn.http.errors import ParseException
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
 
@@ -40,6 +43,8 @@ def loads_strict(raw: str | bytes) -> Any:
     """Parse JSON refusing NaN/Infinity and nesting deeper than MAX_DEPTH; raises InvalidJSON."""
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
+    except InvalidJSON:
+        raise
     except RecursionError:
         raise InvalidJSON(f"nested deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError:
@@ -48,6 +53,8 @@ def loads_strict(raw: str | bytes) -> Any:
         raise InvalidJSON(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except ValueError:  # Python's bound on int(): reading a longer number would be quadratic
+        raise InvalidJSON("not accepted: a number has more than 4300 digits") from None
     # No deeper than the number of brackets: most bodies (columns of any length) skip the walk.
     if isinstance(raw, str):
         brackets = raw.count("[") + raw.count("{")
@@ -71,6 +78,33 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     return value  # type: ignore[no-any-return]
 
 
+def read_body(req: flask.Request) -> bytes:
+    """The request body, at most `req.max_content_length` bytes; raises RequestError(413) beyond.
+
+    A Content-Length over the limit is refused before a byte is read. A body without one
+    (chunked) is read up to the limit, where werkzeug stops without an error: one byte more
+    from the server's stream tells whether the body went on.
+    """
+    limit = req.max_content_length
+    if limit is not None and req.content_length is not None and req.content_length > limit:
+        raise RequestError(413, f"The body is larger than the limit of {limit} bytes.")
+    with broken_framing_is_400():
+        raw = req.get_data(cache=True)
+        if limit is not None and req.content_length is None and len(raw) >= limit and req.environ["wsgi.input"].read(1):
+            raise RequestError(413, f"The body is larger than the limit of {limit} bytes.")
+    return raw
+
+
+@contextlib.contextmanager
+def broken_framing_is_400() -> Iterator[None]:
+    """gunicorn reads a chunked body as the app asks for it, so a chunk size that is not hex
+    (or a chunk without its CRLF) is raised in the middle of the app's read: a 400 here."""
+    try:
+        yield
+    except ParseException:
+        raise RequestError(400, "The body's chunked transfer encoding is malformed.") from None
+
+
 def is_json_mimetype(mimetype: str) -> bool:
     return mimetype == "application/json" or (
         mimetype.startswith("application/") and mimetype.endswith("+json")
@@ -86,12 +120,13 @@ class StrictJSONParser(FlaskParser):
     __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}  # noqa: RUF012 - as webargs declares it
 
     def load_multipart(self, req: flask.Request, schema: Any) -> Any:
-        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
+        with broken_framing_is_400():
+            return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
 
     def load_json(self, req: flask.Request, schema: Any) -> Any:
         if req.mimetype and not is_json_mimetype(req.mimetype):
             raise RequestError(415, f"Send the body as application/json, not {req.mimetype}.")
-        return parse_json_body(req.get_data(cache=True))
+        return parse_json_body(read_body(req))
 
 
 class JSONProvider(DefaultJSONProvider):

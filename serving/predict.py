@@ -100,4 +100,6 @@ class DefaultModel(MethodView):
     @blp.errors(*PREDICT_ERRORS)
     def post(self, body: dict[str, Any]) -> Response:
         """Predict with the named model, or the default model when none is named (the seed's route)"""
-        return _predict(body["model"] or default_model_name(), body["version"], body)
+        # Only an absent (or null) model means the default one: "" is a name, and a bad one.
+        name = default_model_name() if body["model"] is None else body["model"]
+        return _predict(name, body["version"], body)

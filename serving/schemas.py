@@ -7,8 +7,10 @@ from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
+from werkzeug.datastructures import FileStorage
 
 from model_store.schema import FEATURE_TYPES
+from registry.names import text_problem
 
 
 class StrictSchema(ma.Schema):
@@ -24,8 +26,20 @@ class FiniteFloat(fields.Float):
         super().__init__(allow_nan=False, **kwargs)
 
 
+class Text(fields.String):
+    """A string the registry can store (registry.names.text_problem): a NUL or a lone surrogate
+    is a 422 here, not a database error on write."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        problem = text_problem(text)
+        if problem:
+            raise ma.ValidationError(problem)
+        return text
+
+
 class FeatureSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    name = Text(required=True, validate=validate.Length(min=1, max=255))
     type = fields.String(load_default="number", validate=validate.OneOf(FEATURE_TYPES))
     required = fields.Boolean(load_default=True)
     allowed = fields.List(fields.Raw(), load_default=None, allow_none=True)
@@ -57,20 +71,29 @@ class FeatureSchema(StrictSchema):
 
 
 class UploadMetadataSchema(StrictSchema):
-    description = fields.String(allow_none=True, validate=validate.Length(max=10_000))
+    description = Text(allow_none=True, validate=validate.Length(max=10_000))
     features = fields.List(fields.Nested(FeatureSchema), validate=validate.Length(min=1, max=10_000))
     tags = fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=255)),
-        values=fields.String(validate=validate.Length(max=10_000)),
+        keys=Text(validate=validate.Length(min=1, max=255)),
+        values=Text(validate=validate.Length(max=10_000)),
     )
     aliases = fields.List(fields.String(), validate=validate.Length(max=100))
     example = fields.Raw(metadata={"description": "A `data` value the new version must predict without error."})
 
 
+class ArtifactFile(fields.Raw):
+    """A multipart file part; the same field sent as plain text is no artifact."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> FileStorage:
+        if not isinstance(value, FileStorage):
+            raise ma.ValidationError("Not a file: send the artifact as a file part (with a filename).")
+        return value
+
+
 class UploadSchema(StrictSchema):
     """The multipart body of an upload."""
 
-    file = fields.Raw(
+    file = ArtifactFile(
         required=True,
         metadata={"type": "string", "format": "binary", "description": "joblib, pickle or skops file"},
     )
@@ -144,7 +167,7 @@ class ModelDetailSchema(ModelSummarySchema):
 
 
 class PatchModelSchema(StrictSchema):
-    description = fields.String(required=True, allow_none=True, validate=validate.Length(max=10_000))
+    description = Text(required=True, allow_none=True, validate=validate.Length(max=10_000))
 
 
 class AliasRequestSchema(StrictSchema):

@@ -3,11 +3,13 @@ real scikit-learn models trained once per session, and the Flask app built per t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from serving.app import create_app
 from serving.config import Settings
-from tests.live import Server, ServerFailed, launch
+from tests.live import Server, ServerFailed, environment, launch
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -121,6 +123,52 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     yield start
     for server in servers:
+        server.stop()
+
+
+@dataclass
+class Live:
+    """A running `maas serve` and where its model store is (one per module and database)."""
+
+    server: Server
+    store: Path
+    database: str
+
+    def url(self, path: str) -> str:
+        return self.server.url + path
+
+
+@contextlib.contextmanager
+def database_of_its_own(kind: str, root: Path) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file under `root`, or a PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{root / 'registry.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@contextlib.contextmanager
+def live_server(
+    kind: str, root: Path, database_url: str, *, workers: int = 2, log: str = "server.log", **variables: str
+) -> Iterator[Live]:
+    """`maas serve` on `database_url` with its store in root/store, started in root/cwd and
+    ready, for the block; `variables` go into its environment (MAAS_ADMIN_TOKEN...).
+    Servers started on one root share its store."""
+    # gunicorn would put its control socket here: `maas serve` keeps it disabled.
+    runtime_dir = root / "xdg-runtime"
+    runtime_dir.mkdir(exist_ok=True)
+    workdir = root / "cwd"
+    workdir.mkdir(exist_ok=True)
+    env = environment(MAAS_DATABASE_URL=database_url, MAAS_STORE_DIR=str(root / "store"), **variables)
+    env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    server = launch(env=env, cwd=workdir, log=root / log, workers=workers)
+    try:
+        try:
+            server.wait_ready()
+        except ServerFailed as exc:
+            pytest.fail(str(exc))
+        yield Live(server, root / "store", kind)
+    finally:
         server.stop()
 
 

@@ -11,7 +11,6 @@ each test works on model names of its own.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import random
@@ -21,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,8 +28,15 @@ import pytest
 import requests
 from sklearn.linear_model import LinearRegression
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, _postgres_database, joblib_bytes
-from tests.live import HTTP_TIMEOUT_S, Server, environment, launch
+from tests.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    Live,
+    database_of_its_own,
+    joblib_bytes,
+    live_server,
+)
+from tests.live import HTTP_TIMEOUT_S
 
 WORKERS = 4
 # Only a guard against a hang when a thread dies before the barrier; nothing is timed.
@@ -41,48 +46,14 @@ T = TypeVar("T")
 
 
 # -- the server --------------------------------------------------------------------------------
-@dataclass
-class Live:
-    """A running `maas serve` and where its model store is."""
-
-    server: Server
-    store: Path
-    database: str
-
-    def url(self, path: str) -> str:
-        return self.server.url + path
-
-
-@contextlib.contextmanager
-def _database(kind: str, root: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{root / 'registry.db'}"
-    else:
-        yield from _postgres_database()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """`maas serve --workers 4` on a database of its own (SQLite file or PostgreSQL database)."""
     root = tmp_path_factory.mktemp(f"races-{request.param}")
-    # gunicorn would put its control socket here: `maas serve` keeps it disabled.
-    runtime_dir = root / "xdg-runtime"
-    runtime_dir.mkdir()
-    workdir = root / "cwd"
-    workdir.mkdir()
-    with _database(request.param, root) as database_url:
-        env = environment(
-            MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
-            MAAS_DATABASE_URL=database_url,
-            MAAS_STORE_DIR=str(root / "store"),
-        )
-        env["XDG_RUNTIME_DIR"] = str(runtime_dir)
-        server = launch(env=env, cwd=workdir, log=root / "server.log", workers=WORKERS)
-        try:
-            server.wait_ready()
-            yield Live(server, root / "store", request.param)
-        finally:
-            server.stop()
+    with database_of_its_own(request.param, root) as database_url, live_server(
+        request.param, root, database_url, workers=WORKERS, MAAS_ADMIN_TOKEN=ADMIN_TOKEN
+    ) as server:
+        yield server
 
 
 def assert_clean_log(live: Live) -> None:
