@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session, selectinload
 
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.models import Alias, Feature, ModelVersion, RegisteredModel, utcnow
-from registry.names import LATEST, is_alias_name, is_model_name, parse_selector
+from registry.names import (
+    LATEST,
+    is_alias_name,
+    is_model_name,
+    parse_selector,
+    text_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ class ArtifactFacts:
     has_predict_proba: bool
     classes: list[Any] | None
     library_versions: dict[str, str]
+
+
+MAX_FEATURE_NAME_LENGTH = Feature.__table__.c.name.type.length  # type: ignore[attr-defined]
 
 
 def _model_not_found(name: str) -> NotFound:
@@ -261,6 +270,8 @@ def register_version(
     alias_names = list(dict.fromkeys(aliases))
     for alias in alias_names:
         _check_alias_name(alias)
+    for f in features:  # inferred names come from the artifact: nothing has checked them yet
+        _check_feature_name(f["name"])
     # The first version's description also describes a new model (PATCH changes it later).
     model = _get_or_create_model(session, name, description)
     number = _allocate_version_number(session, model)
@@ -285,6 +296,17 @@ def register_version(
     session.flush()
     session.refresh(version, ["aliases", "model"])
     return version
+
+
+def _check_feature_name(name: str) -> None:
+    problem = text_problem(name)
+    if problem is None and len(name) > MAX_FEATURE_NAME_LENGTH:
+        problem = f"Longer than {MAX_FEATURE_NAME_LENGTH} characters."
+    if problem:
+        raise InvalidInput(
+            f"Feature name {name[:80]!r} cannot be recorded: {problem}",
+            errors={"features": {name[:80]: [problem]}},
+        )
 
 
 def _check_alias_name(alias: str) -> None:
@@ -342,7 +364,9 @@ def set_alias(session: Session, name: str, alias: str, selector: object) -> Mode
 def delete_alias(session: Session, name: str, alias: str) -> None:
     """Remove an alias; raises NotFound when the model or alias does not exist."""
     model = get_model(session, name)
-    row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
+    row = None
+    if is_alias_name(alias):  # a name that can never exist is not even asked for
+        row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
     if row is None:
         raise NotFound(f"Model '{name}' has no alias {alias!r}.")
     session.delete(row)

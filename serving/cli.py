@@ -110,6 +110,9 @@ def serve(host: str, port: int, workers: int, threads: int, database_url: str | 
         "timeout": 120,
         "graceful_timeout": 30,
         "accesslog": "-",
+        # gunicorn's default format has %(u)s, the user of a Basic credential: a secret sent that
+        # way would be logged. Nothing from the Authorization header is.
+        "access_log_format": '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
         "errorlog": "-",
         # gunicorn's control socket is one path shared by every instance on the machine.
         "control_socket_disable": True,

@@ -58,16 +58,6 @@ DEPTH = 100_000
 # them. Nothing is timed.
 EARLY_ANSWER_TIMEOUT_S = 15.0
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-# Failures whose fix lies outside this test's reach, per database: (what, method) -> the fix.
-# The battery still sends them and requires them to fail as described, so that the day they are
-# fixed this test says to strike them off.
-KNOWN_FAILURES: dict[str, dict[tuple[str, str], str]] = {
-    "postgresql": {
-        ("alias in the path: NUL", "DELETE"): "500: registry.service.delete_alias queries the alias "
-        "name unchecked, and PostgreSQL refuses a NUL in a string (it must raise NotFound unless "
-        "registry.names.is_alias_name(alias))",
-    },
-}
 LEAK_MARKERS = ("Traceback", 'File "', "site-packages", "sqlalchemy", "psycopg", "sqlite3", "SELECT ", "/secret/")
 
 
@@ -455,7 +445,6 @@ class Battery:
     statuses: Counter[int] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     server_errors: int = 0
-    known: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # KNOWN_FAILURES seen
 
     def send(
         self,
@@ -506,9 +495,7 @@ class Battery:
         except OSError as exc:
             self.problems.append(f"{label}: no answer ({exc!r})")
             return None
-        known = (what, method) in KNOWN_FAILURES.get(self.servers.admin.database, {})
-        self.check(label, answer, expected, v2=target.startswith("/v2"), challenge=challenge,
-                   known=(what, method) if known else None)
+        self.check(label, answer, expected, v2=target.startswith("/v2"), challenge=challenge)
         return answer
 
     def check(
@@ -519,7 +506,6 @@ class Battery:
         *,
         v2: bool = False,
         challenge: bool = False,
-        known: tuple[str, str] | None = None,
     ) -> None:
         self.statuses[answer.status] += 1
         problems = []
@@ -536,9 +522,7 @@ class Battery:
             problems.append(f"WWW-Authenticate is {answer.headers.get('www-authenticate')!r}")
         if answer.status == 405 and "allow" not in answer.headers:
             problems.append("a 405 without Allow")
-        if problems and known:
-            self.known.setdefault(known, []).append(f"{label}: {'; '.join(problems)}")
-        elif problems:
+        if problems:
             self.problems.append(f"{label}: {'; '.join(problems)} -- {answer.text[:300]}")
 
     @property
@@ -847,17 +831,12 @@ def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(s
     send_failing_model(battery)
     registry_after, files_after = registry_snapshot(servers.admin), files_under(servers.root)
 
-    known = KNOWN_FAILURES.get(servers.admin.database, {})
-    known_5xx = sum(1 for seen in battery.known.values() for line in seen if "status 5" in line)
     print(
         f"\n[{servers.admin.database}] hostile requests: {battery.requests} tried on {len(ops)} operations, "
         f"statuses {dict(sorted(battery.statuses.items()))}, 5xx found: {battery.server_errors}"
-        + (f" (known, fixed outside this test: {sorted(battery.known)})" if battery.known else "")
     )
     assert not battery.problems, f"{len(battery.problems)} problems:\n" + "\n".join(battery.problems[:60])
-    fixed = set(known) - set(battery.known)
-    assert not fixed, f"fixed now: strike {sorted(fixed)} off KNOWN_FAILURES"
-    assert battery.server_errors == known_5xx
+    assert battery.server_errors == 0
     assert registry_after == registry_before
     assert files_after == files_before, sorted(set(files_after.items()) ^ set(files_before.items()))
 
@@ -869,10 +848,9 @@ def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(s
         live.server.log.read_bytes()[start:].decode(errors="replace")
         for live, start in zip((servers.admin, servers.reader), log_starts)
     )
-    # Nothing failed inside, but for the known 500s (each logged once, with its traceback).
-    for marker in ("unhandled error", "database error"):
-        assert during.count(marker) <= known_5xx, f"{marker!r} in the server log:\n{during[-3000:]}"
-    assert known_5xx or "Traceback" not in during, f"a traceback in the server log:\n{during[-3000:]}"
+    # Nothing failed inside.
+    for marker in ("unhandled error", "database error", "Traceback"):
+        assert marker not in during, f"{marker!r} in the server log:\n{during[-3000:]}"
     for live in (servers.admin, servers.reader):
         assert live.server.process.poll() is None, "a server died under the battery"
 
@@ -913,11 +891,6 @@ def test_upload_filenames_never_become_paths(servers: Servers) -> None:
     assert len(versions) == len(names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gunicorn's default access log format prints the user of a Basic credential (%(u)s): "
-    "serving/cli.py must set an access_log_format without it",
-)
 def test_a_secret_sent_as_basic_credentials_is_not_logged(servers: Servers) -> None:
     leaked = f"basic-{secrets.token_hex(12)}"
     credential = b"Basic " + base64.b64encode(f"{leaked}:password".encode())
@@ -928,12 +901,6 @@ def test_a_secret_sent_as_basic_credentials_is_not_logged(servers: Servers) -> N
     assert leaked not in server_logs(servers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="feature names inferred from an artifact are not checked before they are written: a NUL "
-    "or more than 255 characters is a PostgreSQL error, a lone surrogate fails on both databases "
-    "(500); registry.names.text_problem and the 255 bound must be applied to inferred names too",
-)
 @pytest.mark.parametrize("what, column", [("NUL", "a\x00b"), ("lone surrogate", "\ud800"), ("300 characters", "x" * 300)])
 def test_artifact_whose_feature_names_cannot_be_stored_is_422(servers: Servers, what: str, column: str) -> None:
     frame = pd.DataFrame({column: [1.0, 2.0, 3.0], "z": [3.0, 1.0, 2.0]})
