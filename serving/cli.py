@@ -17,7 +17,7 @@ import click
 import gunicorn.util
 from gunicorn.app.base import BaseApplication
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from migrations.runner import upgrade_database
 from model_store.store import ArtifactStore, StoreFile
@@ -65,6 +65,15 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings, upgrade_db=False)
 
 
+def _upgrade(database: Database, revision: str = "head") -> None:
+    """Run the migrations; a database that cannot be reached is a one-line error, exit 1."""
+    try:
+        upgrade_database(database.engine, revision)
+    except OperationalError as exc:
+        url = database.engine.url.render_as_string(hide_password=True)
+        raise click.ClickException(f"cannot reach the registry database at {url}: {exc.orig}") from None
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(**overrides)
@@ -98,7 +107,7 @@ def serve(host: str, port: int, workers: int, threads: int, database_url: str | 
     """Start the production server (gunicorn) after bringing the database schema up to date."""
     settings = _settings(database_url=database_url, store_dir=store_dir)
     database = Database(settings.database_url)
-    upgrade_database(database.engine)
+    _upgrade(database)
     if demo:
         register_demo(settings, database)
     database.dispose()
@@ -153,7 +162,7 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
     """Apply the Alembic migrations."""
     settings = _settings(database_url=database_url)
     database = Database(settings.database_url)
-    upgrade_database(database.engine, revision)
+    _upgrade(database, revision)
     database.dispose()
     click.echo(f"database at {revision}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import requests
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, _postgres_database, joblib_bytes
-from tests.live import Server, environment, free_port, launch
+from tests.live import MAAS, Server, environment, free_port, launch
 
 # Only a bound on the test's own waiting; nothing is timed.
 RECOVERY_WAIT_S = 30.0
@@ -234,3 +235,15 @@ def _outage_and_recovery(server: Server, relay: Relay, credit_pipeline: Any, reg
         f"{rounds * len(warmed)} predictions of served versions answered 200 from memory; "
         f"{len(unavailable)} other requests 503; ready again {recovered_s:.2f} s after the database returned"
     )
+
+
+def test_serve_without_its_database_says_so_and_exits(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there
+    env = environment(MAAS_DATABASE_URL=f"postgresql+psycopg://maas:s3cret@127.0.0.1:{closed}/maas")
+    run = subprocess.run(
+        [*MAAS, "serve", "--port", str(free_port())], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"cannot reach the registry database at postgresql+psycopg://maas:***@127.0.0.1:{closed}/maas" in run.stderr
+    assert "Traceback" not in run.stderr and "s3cret" not in run.stderr + run.stdout
