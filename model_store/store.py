@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from model_store.errors import ArtifactTooLarge, ArtifactUnavailable
 
@@ -55,6 +55,11 @@ def _stat_file(path: Path, sha256: str | None) -> StoreFile | None:
     return StoreFile(path, sha256, st.st_size, st.st_mtime)
 
 
+def _check_size(size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise ArtifactTooLarge(f"The artifact is larger than the limit of {max_bytes} bytes.")
+
+
 def _is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
@@ -81,12 +86,25 @@ class ArtifactStore:
             raise ArtifactUnavailable("Invalid artifact digest.")
         return self.objects / sha256[:2] / sha256
 
-    def put(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredArtifact:
-        """Copy `stream` into the store in chunks, hashing as it goes; never holds it in memory.
+    def spool(self) -> IO[bytes]:
+        """A temp file in the store for upload bytes on their way in; its name goes when closed.
 
-        Raises ArtifactTooLarge past `max_bytes` (nothing is left behind).
+        Named like the store's own partial uploads, so that what a crash leaves behind is
+        `maas store gc`'s to remove, and on the store's file system, so that put() can take it
+        by a hard link instead of copying it.
+        """
+        return tempfile.NamedTemporaryFile(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
+
+    def put(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredArtifact:
+        """Store the bytes of `stream` under their sha256; never holds them in memory.
+
+        A spool() file is hashed and linked into place; any other stream is copied in chunks,
+        hashed as it goes. Raises ArtifactTooLarge past `max_bytes` (nothing is left behind).
         """
         self.init()
+        spooled = self._spooled_here(stream)
+        if spooled is not None:
+            return self._adopt(stream, spooled, max_bytes)
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
@@ -95,36 +113,62 @@ class ArtifactStore:
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(CHUNK_BYTES):
                     size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise ArtifactTooLarge(
-                            f"The artifact is larger than the limit of {max_bytes} bytes."
-                        )
+                    _check_size(size, max_bytes)
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            sha256 = digest.hexdigest()
-            final = self.path_for(sha256)
-            try:
-                # Identical bytes are already here, perhaps as an orphan that `maas store gc`
-                # is about to collect. Touching the file restarts its grace period, so gc
-                # leaves it alone while this upload goes on to record a version of it; and
-                # if gc removed it before the touch, utime fails and the bytes are stored
-                # anew below. (gc also re-checks the references under a lock, and the
-                # upload checks the file is still there once its version row is written.)
-                os.utime(final)
-            except FileNotFoundError:
-                pass
-            else:
-                tmp_path.unlink()
-                return StoredArtifact(sha256, size, final, created=False)
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp_path, final)
-            _fsync_dir(final.parent)
-            return StoredArtifact(sha256, size, final, created=True)
+            return self._place(tmp_path, digest.hexdigest(), size, link=False)
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
+
+    def _spooled_here(self, stream: BinaryIO) -> Path | None:
+        name = getattr(stream, "name", None)
+        if not isinstance(name, str) or not hasattr(stream, "fileno"):
+            return None
+        path = Path(name)
+        return path if path.parent.resolve() == self.tmp.resolve() else None
+
+    def _adopt(self, spool: BinaryIO, path: Path, max_bytes: int | None) -> StoredArtifact:
+        spool.flush()
+        size = os.fstat(spool.fileno()).st_size
+        _check_size(size, max_bytes)
+        digest = hashlib.sha256()
+        spool.seek(0)
+        while chunk := spool.read(CHUNK_BYTES):
+            digest.update(chunk)
+        os.fsync(spool.fileno())
+        return self._place(path, digest.hexdigest(), size, link=True)
+
+    def _place(self, staged: Path, sha256: str, size: int, *, link: bool) -> StoredArtifact:
+        """Put the fsynced file `staged` in place as `sha256`: by a hard link (the spool keeps,
+        and later drops, its own name) or by renaming it."""
+        final = self.path_for(sha256)
+        try:
+            # Identical bytes are already here, perhaps as an orphan that `maas store gc`
+            # is about to collect. Touching the file restarts its grace period, so gc
+            # leaves it alone while this upload goes on to record a version of it; and
+            # if gc removed it before the touch, utime fails and the bytes are stored
+            # anew below. (gc also re-checks the references under a lock, and the
+            # upload checks the file is still there once its version row is written.)
+            os.utime(final)
+        except FileNotFoundError:
+            pass
+        else:
+            if not link:
+                staged.unlink()
+            return StoredArtifact(sha256, size, final, created=False)
+        final.parent.mkdir(exist_ok=True)
+        if link:
+            try:
+                os.link(staged, final)
+            except FileExistsError:  # an upload of the same bytes placed them first
+                return StoredArtifact(sha256, size, final, created=False)
+        else:
+            os.replace(staged, final)
+        _fsync_dir(final.parent)
+        return StoredArtifact(sha256, size, final, created=True)
 
     @contextlib.contextmanager
     def verified(self, sha256: str) -> Iterator[Path]:

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import swagger_ui_bundle
-from flask import Flask, request, send_from_directory
+from flask import Flask, Request, request, send_from_directory
 from werkzeug.routing import PathConverter
 
 from migrations.runner import upgrade_database
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> 
     settings = settings or Settings.from_env()
     # No static folder: the only files served are Swagger UI's (register_docs_assets).
     app = Flask(__name__, static_folder=None)
+    app.request_class = SpoolingRequest
     app.wsgi_app = EncodedSlashes(app.wsgi_app)  # type: ignore[method-assign]
     app.json = JSONProvider(app)
     configure_openapi(app)
@@ -61,6 +62,18 @@ def configure_openapi(app: Flask) -> None:
             },
         },
     )
+
+
+class SpoolingRequest(Request):
+    """A request whose multipart files are spooled into the model store (ArtifactStore.spool),
+    not into TMPDIR: an upload needs no room outside the store, is written to disk once, and a
+    crash mid-upload leaves a temp file where `maas store gc` removes it."""
+
+    def _get_file_stream(  # type: ignore[override]
+        self, total_content_length: int | None, content_type: str | None,
+        filename: str | None = None, content_length: int | None = None,
+    ) -> Any:
+        return runtime().store.spool()
 
 
 class EncodedSlashes:

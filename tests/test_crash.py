@@ -52,7 +52,7 @@ class Deployment:
     env: dict[str, str]
     cwd: Path
     store: ArtifactStore
-    spool: Path  # the workers' TMPDIR: where werkzeug spools a multipart upload as it arrives
+    spool: Path  # the workers' TMPDIR: werkzeug's default spool for uploads, which maas must not use
 
 
 @pytest.fixture
@@ -89,11 +89,14 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def upload_bytes_on_disk(server: Server, deployment: Deployment) -> int:
-    """The most bytes of one upload the server has written so far: a file its processes hold
-    open in their TMPDIR (werkzeug's spool of the request, unlinked but open), or an upload
-    temp file in the store."""
-    sizes = [f.size_bytes for f in deployment.store.partial_uploads()]
+def upload_bytes_on_disk(deployment: Deployment) -> int:
+    """The most bytes of one upload the server has written so far: its spool in the store."""
+    return max((f.size_bytes for f in deployment.store.partial_uploads()), default=0)
+
+
+def open_in_tmpdir(server: Server, deployment: Deployment) -> list[str]:
+    """Files the server's processes hold open in their TMPDIR (an unlinked spool included)."""
+    held = []
     for pid in _group_members(server.process.pid):
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -101,11 +104,13 @@ def upload_bytes_on_disk(server: Server, deployment: Deployment) -> int:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(deployment.spool)):
-                    sizes.append(os.stat(f"/proc/{pid}/fd/{fd}").st_size)
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-    return max(sizes, default=0)
+            # gunicorn's own worker heartbeat files (wgunicorn-*) live there too.
+            if target.startswith(str(deployment.spool)) and "/wgunicorn-" not in target:
+                held.append(target)
+    return held
 
 
 def wait_for(what: str, condition: Callable[[], bool], server: Server) -> None:
@@ -285,13 +290,15 @@ def test_sigkill_mid_upload_never_leaves_a_version_without_its_file(
             def busy(server: Server = server, acked_before: int = acked_before) -> bool:
                 return (
                     len(acknowledged) >= acked_before + UPLOAD_CLIENTS
-                    and upload_bytes_on_disk(server, deployment) >= 4 * MB
+                    and upload_bytes_on_disk(deployment) >= 4 * MB
                 )
 
             wait_for("uploads acknowledged and the large one being written", busy, server)
             time.sleep(rng.uniform(0, 0.3))  # a random moment: not an assertion on time
             killed.set()
-            on_disk_per_round.append(upload_bytes_on_disk(server, deployment) / MB)
+            on_disk_per_round.append(upload_bytes_on_disk(deployment) / MB)
+            # The upload is spooled into the store, never into TMPDIR.
+            assert open_in_tmpdir(server, deployment) == [] and not list(deployment.spool.iterdir())
             assert not big.answered(), "the server answered an unfinished upload"
             kill(server)
         finally:

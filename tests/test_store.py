@@ -143,3 +143,26 @@ def test_declared_schema_checked_against_model(numpy_model: Any, regressor: Any)
         check_declared_schema([{"name": "x1"}, {"name": "x1"}], regressor)
     with pytest.raises(InvalidArtifact, match="missing x2"):
         check_declared_schema([{"name": "x1"}], regressor)
+
+
+def test_a_spooled_upload_is_linked_into_place_not_copied(store: ArtifactStore) -> None:
+    spool = store.spool()
+    spool.write(b"spooled model bytes")
+    stored = store.put(spool, max_bytes=1000)
+    assert stored.created and stored.sha256 == hashlib.sha256(b"spooled model bytes").hexdigest()
+    assert os.stat(stored.path).st_ino == os.fstat(spool.fileno()).st_ino  # the same file: no copy
+    assert [p.name.startswith("upload-") and p.name.endswith(".part") for p in store.tmp.iterdir()] == [True]
+    spool.close()
+    assert list(store.tmp.iterdir()) == []
+    assert stored.path.read_bytes() == b"spooled model bytes"
+
+    again = store.spool()
+    again.write(b"spooled model bytes")
+    assert not store.put(again).created  # identical bytes: the stored file is kept
+    again.close()
+    too_big = store.spool()
+    too_big.write(b"x" * 1001)
+    with pytest.raises(ArtifactTooLarge):
+        store.put(too_big, max_bytes=1000)
+    too_big.close()
+    assert list(store.tmp.iterdir()) == []
