@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,14 +30,40 @@ POSTGRES_CONNECT_ARGS = {
     "tcp_user_timeout": 10_000,
 }
 PING_TIMEOUT_S = 0.8
+PROBE_INTERVAL_S = 0.25
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """Whether a database error means "cannot reach it now" (down, unreachable, locked past the
-    busy timeout, pool exhausted) rather than a fault in a query."""
+    """Whether a database error means "it cannot answer now" (down, unreachable, locked past the
+    busy timeout, pool exhausted, an operational failure): a 503 to try again, not a bug."""
     if isinstance(error, (DatabaseUnavailable, PoolTimeout, OperationalError)):
         return True
     return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+# PostgreSQL's SQLSTATEs for "no connection": class 08, and the server shutting down or starting.
+_DISCONNECT_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+_SQLITE_GONE = ("unable to open database file", "disk i/o error", "database is locked")
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Whether the database could not be reached at all (refused, lost, timed out, shutting
+    down), as opposed to a statement that failed on a database that answers (a deadlock, a
+    serialization failure, a missing table): only then may callers serve from what they knew."""
+    if isinstance(error, (DatabaseUnavailable, PoolTimeout)):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        return any(text in str(orig).lower() for text in _SQLITE_GONE)
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(orig, "sqlstate", None)
+    # psycopg raises a failed connect (refused, timed out, unknown host) with no SQLSTATE.
+    return sqlstate is None or sqlstate.startswith(_DISCONNECT_SQLSTATES)
 
 
 def make_engine(url: str) -> Engine:
@@ -108,14 +135,24 @@ class Database:
         The query runs in a probe thread of its own, one at a time: a database that hangs costs
         the caller `timeout_s`, never a stuck request, and never a pile of waiting threads.
         """
-        with self._probe_lock:
-            if self._probe is None or self._probe.finished.is_set():
-                self._probe = _Probe(self._select_one)
-            probe = self._probe
+        probe = self._start_probe(min_interval_s=0.0)
         if not probe.finished.wait(timeout_s):
             raise DatabaseUnavailable(f"The registry database did not answer within {timeout_s} s.")
         if probe.error is not None:
             raise DatabaseUnavailable(f"The registry database does not answer ({probe.error}).")
+
+    def probe(self) -> None:
+        """Try `SELECT 1` in the background, without waiting: at most one probe at a time, and
+        at most one every PROBE_INTERVAL_S. A probe that gets a connection fires the engine's
+        "checkout" event, as every successful use of the database does."""
+        self._start_probe(min_interval_s=PROBE_INTERVAL_S)
+
+    def _start_probe(self, *, min_interval_s: float) -> _Probe:
+        with self._probe_lock:
+            probe = self._probe
+            if probe is None or (probe.finished.is_set() and time.monotonic() - probe.started >= min_interval_s):
+                probe = self._probe = _Probe(self._select_one)
+            return probe
 
     def _select_one(self) -> None:
         with self.engine.connect() as conn:
@@ -131,6 +168,7 @@ class _Probe:
 
     def __init__(self, check: Callable[[], None]) -> None:
         self.finished = threading.Event()
+        self.started = time.monotonic()
         self.error: str | None = None
         self._check = check
         threading.Thread(target=self._run, name="maas-db-probe", daemon=True).start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from model_store.errors import ArtifactUnavailable, PredictionFailed
 from model_store.schema import feature
 from model_store.store import ArtifactStore
 from registry import service
-from registry.db import Database, is_unreachable
+from registry.db import Database, is_disconnect
 from registry.errors import DatabaseUnavailable, NotFound
 from registry.names import parse_selector
 from registry.service import VersionRef
@@ -31,10 +30,6 @@ log = logging.getLogger(__name__)
 
 INPUT_SCHEMAS_KEPT = 4096
 RESOLUTIONS_KEPT = 4096
-# After the database fails to answer, predictions resolve from memory for this long before the
-# next one tries the database again: a dead database costs one failed connection per second,
-# not one per request.
-OUTAGE_RETRY_S = 1.0
 
 
 def _json_values(values: Any) -> list[Any]:
@@ -75,39 +70,35 @@ class Prediction:
 
 class ResolvedVersions:
     """What each (model, selector) last resolved to in this worker, to serve from while the
-    database is unreachable. Only a fallback: while the database answers, it is always asked,
-    so alias moves and deletes take effect at once."""
+    database cannot be reached. Only a fallback: while the database answers, it is always
+    asked, so alias moves and deletes take effect at once. In an outage it answers with what
+    this worker last saw, which may predate a delete or an alias move made elsewhere."""
 
     def __init__(self, maxsize: int = RESOLUTIONS_KEPT) -> None:
         self._refs: LRUCache[tuple[str, int | str], VersionRef] = LRUCache(maxsize)
         self._lock = threading.Lock()
-        self._outage_until = 0.0
+        self.in_outage = False
 
     def remember(self, key: tuple[str, int | str], ref: VersionRef) -> None:
         with self._lock:
             self._refs[key] = ref
 
-    def database_answers(self) -> None:
-        """End the outage: the database handed out a live connection (any request's)."""
-        if self._outage_until:
-            with self._lock:
-                self._outage_until = 0.0
-            log.warning("registry database answers again: predictions resolve from it")
-
     def forget(self, key: tuple[str, int | str]) -> None:
         with self._lock:
             self._refs.pop(key, None)
 
-    def in_outage(self) -> bool:
-        return time.monotonic() < self._outage_until
-
     def outage(self, key: tuple[str, int | str], error: BaseException) -> VersionRef:
-        """Note that the database failed; the remembered version, or DatabaseUnavailable."""
-        with self._lock:
-            if not self._outage_until:
-                log.warning("registry database unreachable (%s): predictions resolve from memory", type(error).__name__)
-            self._outage_until = time.monotonic() + OUTAGE_RETRY_S
+        """Note that the database cannot be reached; the remembered version, or DatabaseUnavailable."""
+        if not self.in_outage:
+            self.in_outage = True
+            log.warning("registry database unreachable (%s): predictions resolve from memory", type(error).__name__)
         return self.recall(key)
+
+    def database_answers(self) -> None:
+        """End the outage: the database handed out a live connection (a probe's or a request's)."""
+        if self.in_outage:
+            self.in_outage = False
+            log.warning("registry database answers again: predictions resolve from it")
 
     def recall(self, key: tuple[str, int | str]) -> VersionRef:
         with self._lock:
@@ -179,7 +170,10 @@ class Runtime:
             with self.db.read() as session:
                 return service.resolve_version_ref(session, name, selector)
         key = (name, parsed)
-        if self.resolved.in_outage():
+        if self.resolved.in_outage:
+            # No request waits for a database that is gone: a probe in the background finds
+            # it back, and its connection ends the outage ("checkout" listener above).
+            self.db.probe()
             return self.resolved.recall(key)
         try:
             with self.db.read() as session:
@@ -188,7 +182,7 @@ class Runtime:
             self.resolved.forget(key)
             raise
         except Exception as exc:
-            if not is_unreachable(exc):
+            if not is_disconnect(exc):
                 raise
             return self.resolved.outage(key, exc)
         self.resolved.remember(key, ref)

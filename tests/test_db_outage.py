@@ -26,6 +26,8 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
+from registry.db import is_disconnect, make_engine
+
 from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, _postgres_database, joblib_bytes
 from tests.live import MAAS, Server, environment, free_port, launch
 
@@ -36,7 +38,8 @@ READY_DEADLINE_S = 1.0
 
 class Relay:
     """A TCP relay 127.0.0.1:port -> target that can be stopped (port closed, connections
-    dropped) and started again on the same port."""
+    dropped) and started again on the same port; or, in a blackhole, keep accepting
+    connections and never answer on them (a database host that hangs)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -46,6 +49,7 @@ class Relay:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.blackhole = False
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -53,11 +57,31 @@ class Relay:
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
         self._listener = listener
+        self._run(blackhole=False)
+
+    def stop(self) -> None:
+        """Close the port and every connection (a stopped PostgreSQL)."""
+        self._halt()
+        if self._listener is not None:
+            self._listener.close()
+
+    def go_dark(self) -> None:
+        """Drop every connection; from now on accept new ones and never answer on them."""
+        self._halt()
+        self._run(blackhole=True)
+
+    def restore(self) -> None:
+        """Relay again after go_dark()."""
+        self._halt()
+        self._run(blackhole=False)
+
+    def _run(self, *, blackhole: bool) -> None:
+        self.blackhole = blackhole
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def _halt(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
@@ -76,6 +100,10 @@ class Relay:
                 for key, _ in sel.select(timeout=0.05):
                     if key.data is None:
                         client, _ = self._listener.accept()
+                        if self.blackhole:  # held open, never answered
+                            with self._lock:
+                                self._conns.append(client)
+                            continue
                         try:
                             upstream = socket.create_connection(self.target, timeout=5)
                         except OSError:
@@ -101,8 +129,9 @@ class Relay:
                                 s.close()  # type: ignore[union-attr]
         finally:
             for key in list(sel.get_map().values()):
-                with contextlib.suppress(OSError):
-                    key.fileobj.close()  # type: ignore[union-attr]
+                if key.fileobj is not self._listener:
+                    with contextlib.suppress(OSError):
+                        key.fileobj.close()  # type: ignore[union-attr]
             sel.close()
 
 
@@ -126,9 +155,12 @@ def wait_until(check: Any, what: str, server: Server) -> float:
     raise AssertionError(f"{what} not within {RECOVERY_WAIT_S} s:\n{server.output()}")
 
 
+@pytest.mark.parametrize("mode", ["refused", "blackhole"])
 def test_database_outage_and_recovery(
-    postgres_url: str, tmp_path: Path, credit_pipeline: Any, regressor: Any
+    postgres_url: str, tmp_path: Path, credit_pipeline: Any, regressor: Any, mode: str
 ) -> None:
+    """`refused`: the port closed, as a stopped PostgreSQL; `blackhole`: connections accepted and
+    never answered, as a host that hangs (each new connection then waits out the connect timeout)."""
     parsed = make_url(postgres_url)
     relay = Relay((parsed.host or "127.0.0.1", parsed.port or 5432))
     relay.start()
@@ -141,7 +173,7 @@ def test_database_outage_and_recovery(
     server = launch(env=env, cwd=tmp_path, log=tmp_path / "server.log", workers=1)
     try:
         server.wait_ready()
-        _outage_and_recovery(server, relay, credit_pipeline, regressor, tmp_path)
+        _outage_and_recovery(server, relay, mode, credit_pipeline, regressor)
     finally:
         server.stop()
         relay.stop()
@@ -155,7 +187,7 @@ def _upload(server: Server, name: str, model: Any) -> requests.Response:
     )
 
 
-def _outage_and_recovery(server: Server, relay: Relay, credit_pipeline: Any, regressor: Any, tmp_path: Path) -> None:
+def _outage_and_recovery(server: Server, relay: Relay, mode: str, credit_pipeline: Any, regressor: Any) -> None:
     for _ in range(2):
         assert _upload(server, "credit", credit_pipeline).status_code == 201
     assert _upload(server, "rent", regressor).status_code == 201
@@ -178,7 +210,7 @@ def _outage_and_recovery(server: Server, relay: Relay, credit_pipeline: Any, reg
     assert before["by alias"]["version"] == 1 and before["latest"]["version"] == 2
 
     # -- the database goes away ----------------------------------------------------------------
-    relay.stop()
+    relay.stop() if mode == "refused" else relay.go_dark()
     started = time.monotonic()
     ready = server.get("/health/ready", timeout=READY_DEADLINE_S)  # raises if slower than that
     ready_s = time.monotonic() - started
@@ -215,7 +247,7 @@ def _outage_and_recovery(server: Server, relay: Relay, credit_pipeline: Any, reg
     assert server.process.poll() is None, "maas serve died with the database"
 
     # -- the database comes back -----------------------------------------------------------------
-    relay.start()
+    relay.start() if mode == "refused" else relay.restore()
     recovered_s = wait_until(lambda: server.get("/health/ready", timeout=5).status_code == 200, "ready again", server)
     assert server.get("/api/models/during-outage").status_code == 404, "an upload refused with 503 left a version"
     assert _upload(server, "after", regressor).status_code == 201
@@ -231,7 +263,7 @@ def _outage_and_recovery(server: Server, relay: Relay, credit_pipeline: Any, reg
     assert "unhandled error" not in log and "WORKER TIMEOUT" not in log, server.output()
     assert log.count("Booting worker") == 1, "a worker died and was replaced"
     print(
-        f"\ndatabase outage: /health/ready 503 in {ready_s * 1000:.0f} ms; "
+        f"\ndatabase outage ({mode}): /health/ready 503 in {ready_s * 1000:.0f} ms; "
         f"{rounds * len(warmed)} predictions of served versions answered 200 from memory; "
         f"{len(unavailable)} other requests 503; ready again {recovered_s:.2f} s after the database returned"
     )
@@ -247,3 +279,41 @@ def test_serve_without_its_database_says_so_and_exits(tmp_path: Path) -> None:
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"cannot reach the registry database at postgresql+psycopg://maas:***@127.0.0.1:{closed}/maas" in run.stderr
     assert "Traceback" not in run.stderr and "s3cret" not in run.stderr + run.stdout
+
+
+def _error_of(engine: Any, statement: str, *setup: str) -> BaseException:
+    try:
+        with engine.connect() as conn:
+            for line in setup:
+                conn.exec_driver_sql(line)
+            conn.exec_driver_sql(statement)
+    except Exception as exc:  # noqa: BLE001 - the error is what the test is about
+        return exc
+    raise AssertionError(f"{statement!r} did not fail")
+
+
+def test_only_a_database_out_of_reach_counts_as_a_disconnect(tmp_path: Path) -> None:
+    """Real errors: a prediction may fall back on memory only when the database cannot be
+    reached, never because a statement failed on a database that answers."""
+    sqlite = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    assert not is_disconnect(_error_of(sqlite, "SELECT * FROM no_such_table"))
+    sqlite.dispose()
+    (tmp_path / "registry.db").unlink()
+    (tmp_path / "registry.db").mkdir()  # a directory where the file was: it cannot be opened
+    assert is_disconnect(_error_of(sqlite, "SELECT 1"))
+    closed = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
+    assert is_disconnect(_error_of(closed, "SELECT 1"))
+
+
+def test_a_failed_statement_on_postgresql_is_not_a_disconnect(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        canceled = _error_of(engine, "SELECT pg_sleep(5)", "SET statement_timeout = 50")
+        assert type(getattr(canceled, "orig", None)).__name__ == "QueryCanceled", canceled
+        assert not is_disconnect(canceled)
+        assert not is_disconnect(_error_of(engine, "SELECT * FROM no_such_table"))
+        # The server ending this session (as a restart does) is one.
+        terminated = _error_of(engine, "SELECT pg_terminate_backend(pg_backend_pid())")
+        assert is_disconnect(terminated), terminated
+    finally:
+        engine.dispose()

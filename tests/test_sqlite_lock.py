@@ -72,9 +72,9 @@ def test_a_held_write_lock_delays_writes_and_never_fails_them(
 
     def release() -> None:
         time.sleep(HOLD_S)
+        released.set()  # before the COMMIT: a write can only finish after it
         holder.execute("COMMIT")
         holder.close()
-        released.set()
 
     threading.Thread(target=release, daemon=True).start()
 
