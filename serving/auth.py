@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -24,10 +25,15 @@ def _presented_token() -> bytes | None:
     return token.encode("latin-1", errors="replace")
 
 
-def _digests_match(presented: bytes, expected: bytes) -> bool:
+@functools.lru_cache(maxsize=8)
+def _configured_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def _digests_match(presented: bytes, expected: str) -> bool:
     """Constant time: fixed-length digests of both are compared with hmac.compare_digest, so
     neither the token's bytes nor its length show in how long the comparison takes."""
-    return hmac.compare_digest(hashlib.sha256(presented).digest(), hashlib.sha256(expected).digest())
+    return hmac.compare_digest(hashlib.sha256(presented).digest(), _configured_digest(expected))
 
 
 def require_token(*accepted: str | None, what: str) -> None:
@@ -38,7 +44,7 @@ def require_token(*accepted: str | None, what: str) -> None:
     """
     presented = _presented_token()
     # Summed, not any(): any() would stop at the first match.
-    if presented is None or not sum(_digests_match(presented, t.encode("utf-8")) for t in accepted if t):
+    if presented is None or not sum(_digests_match(presented, t) for t in accepted if t):
         raise RequestError(
             401,
             f"{what} needs a valid 'Authorization: Bearer <token>' header.",
