@@ -27,9 +27,15 @@ import requests
 from sqlalchemy.engine import make_url
 
 from registry.db import is_disconnect, make_engine
-
-from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, _postgres_database, joblib_bytes
-from tests.live import MAAS, Server, environment, free_port, launch
+from tests.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    CREDIT_ROW,
+    _postgres_database,
+    joblib_bytes,
+    live_server,
+)
+from tests.live import MAAS, Server, environment, free_port
 
 # Only a bound on the test's own waiting; nothing is timed.
 RECOVERY_WAIT_S = 30.0
@@ -165,17 +171,11 @@ def test_database_outage_and_recovery(
     relay = Relay((parsed.host or "127.0.0.1", parsed.port or 5432))
     relay.start()
     url = parsed.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-    runtime_dir = tmp_path / "xdg-runtime"
-    runtime_dir.mkdir()
-    env = environment(MAAS_ADMIN_TOKEN=ADMIN_TOKEN, MAAS_DATABASE_URL=url, MAAS_STORE_DIR=str(tmp_path / "store"))
-    env["XDG_RUNTIME_DIR"] = str(runtime_dir)
-    # One worker: what "already served" means is per worker, and with one the test knows which.
-    server = launch(env=env, cwd=tmp_path, log=tmp_path / "server.log", workers=1)
     try:
-        server.wait_ready()
-        _outage_and_recovery(server, relay, mode, credit_pipeline, regressor)
+        # One worker: what "already served" means is per worker, and with one the test knows which.
+        with live_server("postgresql", tmp_path, url, workers=1, MAAS_ADMIN_TOKEN=ADMIN_TOKEN) as live:
+            _outage_and_recovery(live.server, relay, mode, credit_pipeline, regressor)
     finally:
-        server.stop()
         relay.stop()
 
 
@@ -274,7 +274,7 @@ def test_serve_without_its_database_says_so_and_exits(tmp_path: Path) -> None:
     env = environment(MAAS_DATABASE_URL=f"postgresql+psycopg://maas:s3cret@127.0.0.1:{closed}/maas")
     run = subprocess.run(
         [*MAAS, "serve", "--port", str(free_port())], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"cannot reach the registry database at postgresql+psycopg://maas:***@127.0.0.1:{closed}/maas" in run.stderr

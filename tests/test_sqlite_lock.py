@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
-from tests.live import HTTP_TIMEOUT_S, Server, environment, launch
+from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes, live_server
+from tests.live import HTTP_TIMEOUT_S, Server
 
 HOLD_S = 2.0  # how long the other process keeps the write lock
 # Fewer writers than workers: each waiting write holds a sync worker, and one must stay free
@@ -32,18 +32,8 @@ WRITERS = 3
 @pytest.fixture
 def sqlite_server(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
     database = tmp_path / "registry.db"
-    runtime_dir = tmp_path / "xdg-runtime"
-    runtime_dir.mkdir()
-    env = environment(
-        MAAS_ADMIN_TOKEN=ADMIN_TOKEN, MAAS_DATABASE_URL=f"sqlite:///{database}", MAAS_STORE_DIR=str(tmp_path / "store")
-    )
-    env["XDG_RUNTIME_DIR"] = str(runtime_dir)
-    server = launch(env=env, cwd=tmp_path, log=tmp_path / "server.log", workers=4)
-    try:
-        server.wait_ready()
-        yield server, database
-    finally:
-        server.stop()
+    with live_server("sqlite", tmp_path, f"sqlite:///{database}", workers=4, MAAS_ADMIN_TOKEN=ADMIN_TOKEN) as live:
+        yield live.server, database
 
 
 def test_a_held_write_lock_delays_writes_and_never_fails_them(
