@@ -33,5 +33,11 @@ class ArtifactUnavailable(ModelStoreError):
     """A stored artifact is missing, damaged (sha256 mismatch) or cannot be loaded."""
 
 
+class StoreWriteFailed(ModelStoreError):
+    """The store's file system refused an upload's bytes (no space left, I/O error, too many
+    open files, a directory of the store gone wrong): nothing was stored, nothing is wrong
+    with the upload."""
+
+
 class PredictionFailed(ModelStoreError):
     """The model raised while predicting on input that passed the schema checks."""

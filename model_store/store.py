@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import logging
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from model_store.errors import ArtifactTooLarge, ArtifactUnavailable
+from model_store.errors import ArtifactTooLarge, ArtifactUnavailable, StoreWriteFailed
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 CHUNK_BYTES = 1 << 20
 UPLOAD_PREFIX = "upload-"
 UPLOAD_SUFFIX = ".part"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,9 @@ class StoredArtifact:
     size_bytes: int
     path: Path
     created: bool  # False when identical bytes were already stored
+    # The mtime put() left on the file: whoever finds it later than this has touched it since
+    # (another put() of the same bytes), which is what a failed upload's cleanup must respect.
+    mtime: float
 
 
 @dataclass(frozen=True)
@@ -64,11 +75,63 @@ def _is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """OSError of the store's file system as StoreWriteFailed: a full disk or an I/O error is
+    the store's state, answered as such (503), not a fault of the server's code."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreWriteFailed(
+            f"The model store cannot take the artifact ({exc.strerror or type(exc).__name__})."
+        ) from exc
+
+
+class Spool(io.BufferedRandom):
+    """An upload's bytes on their way in (ArtifactStore.spool): a file in the store's tmp/
+    whose name goes when it is closed.
+
+    Writes that the file system refuses raise StoreWriteFailed, whoever writes (werkzeug's
+    form parser spools the upload through write, flush and seek).
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        super().__init__(io.FileIO(fd, "r+b"))
+        self.path = path
+
+    def write(self, data: Buffer) -> int:
+        with _writing():
+            return super().write(data)
+
+    def flush(self) -> None:
+        with _writing():
+            super().flush()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        with _writing():
+            return super().seek(offset, whence)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            # What was not written yet belongs to an upload that is being given up: a write
+            # error now would only hide the answer the upload already got.
+            with contextlib.suppress(OSError, StoreWriteFailed):
+                super().close()
+        finally:
+            try:
+                self.path.unlink(missing_ok=True)  # `maas store gc` may have taken it already
+            except OSError as exc:  # left for `maas store gc`
+                log.warning("could not remove the upload spool %s: %s", self.path, exc.strerror)
+
+
 class ArtifactStore:
     """Files under `root/objects/<2 hex>/<sha256>`; uploads are staged in `root/tmp`.
 
-    A file is only ever renamed into place complete and fsynced, so a crash leaves at most
-    a stray temp file, never a half-written artifact under a sha256 name.
+    A file is only ever put in place complete and fsynced, so a crash leaves at most a stray
+    temp file, never a half-written artifact under a sha256 name. OSError of the file system
+    while storing is raised as StoreWriteFailed.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -86,25 +149,37 @@ class ArtifactStore:
             raise ArtifactUnavailable("Invalid artifact digest.")
         return self.objects / sha256[:2] / sha256
 
-    def spool(self) -> IO[bytes]:
+    def spool(self) -> Spool:
         """A temp file in the store for upload bytes on their way in; its name goes when closed.
 
         Named like the store's own partial uploads, so that what a crash leaves behind is
         `maas store gc`'s to remove, and on the store's file system, so that put() can take it
-        by a hard link instead of copying it.
+        by a hard link instead of copying it. Raises StoreWriteFailed.
         """
-        return tempfile.NamedTemporaryFile(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
+        with _writing():
+            try:
+                fd, name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
+            except FileNotFoundError:
+                # tmp/ was removed under the running server (a clean-up by hand): made again
+                # here rather than checked before every upload.
+                self.init()
+                fd, name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
+        return Spool(fd, Path(name))
 
     def put(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredArtifact:
         """Store the bytes of `stream` under their sha256; never holds them in memory.
 
-        A spool() file is hashed and linked into place; any other stream is copied in chunks,
-        hashed as it goes. Raises ArtifactTooLarge past `max_bytes` (nothing is left behind).
+        A spool() file of this store is hashed and linked into place; any other stream is
+        copied in chunks, hashed as it goes. Raises ArtifactTooLarge past `max_bytes` (nothing
+        is left behind), StoreWriteFailed when the file system refuses.
         """
-        self.init()
-        spooled = self._spooled_here(stream)
-        if spooled is not None:
-            return self._adopt(stream, spooled, max_bytes)
+        with _writing():
+            self.init()
+            if isinstance(stream, Spool) and stream.path.parent.resolve() == self.tmp.resolve():
+                return self._adopt(stream, max_bytes)
+            return self._copy_in(stream, max_bytes)
+
+    def _copy_in(self, stream: BinaryIO, max_bytes: int | None) -> StoredArtifact:
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
@@ -118,57 +193,84 @@ class ArtifactStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            return self._place(tmp_path, digest.hexdigest(), size, link=False)
+                mtime = os.fstat(out.fileno()).st_mtime
+            sha256 = digest.hexdigest()
+            found = self._found(sha256, size)
+            if found is not None:
+                tmp_path.unlink()
+                return found
+            final = self.path_for(sha256)
+            self._make_shard(final.parent)
+            os.replace(tmp_path, final)
+            self._sync_placed(final)
+            return StoredArtifact(sha256, size, final, created=True, mtime=mtime)
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
 
-    def _spooled_here(self, stream: BinaryIO) -> Path | None:
-        name = getattr(stream, "name", None)
-        if not isinstance(name, str) or not hasattr(stream, "fileno"):
-            return None
-        path = Path(name)
-        return path if path.parent.resolve() == self.tmp.resolve() else None
-
-    def _adopt(self, spool: BinaryIO, path: Path, max_bytes: int | None) -> StoredArtifact:
+    def _adopt(self, spool: Spool, max_bytes: int | None) -> StoredArtifact:
         spool.flush()
-        size = os.fstat(spool.fileno()).st_size
-        _check_size(size, max_bytes)
+        _check_size(os.fstat(spool.fileno()).st_size, max_bytes)
         digest = hashlib.sha256()
         spool.seek(0)
         while chunk := spool.read(CHUNK_BYTES):
             digest.update(chunk)
         os.fsync(spool.fileno())
-        return self._place(path, digest.hexdigest(), size, link=True)
-
-    def _place(self, staged: Path, sha256: str, size: int, *, link: bool) -> StoredArtifact:
-        """Put the fsynced file `staged` in place as `sha256`: by a hard link (the spool keeps,
-        and later drops, its own name) or by renaming it."""
+        # Taken before the link: once linked, another put() of the same bytes may touch it.
+        st = os.fstat(spool.fileno())
+        sha256 = digest.hexdigest()
+        found = self._found(sha256, st.st_size)
+        if found is not None:
+            return found
         final = self.path_for(sha256)
+        self._make_shard(final.parent)
         try:
-            # Identical bytes are already here, perhaps as an orphan that `maas store gc`
-            # is about to collect. Touching the file restarts its grace period, so gc
-            # leaves it alone while this upload goes on to record a version of it; and
-            # if gc removed it before the touch, utime fails and the bytes are stored
-            # anew below. (gc also re-checks the references under a lock, and the
-            # upload checks the file is still there once its version row is written.)
-            os.utime(final)
+            os.link(spool.path, final)
+        except FileExistsError:  # an upload of the same bytes placed them first
+            found = self._found(sha256, st.st_size)
+            if found is not None:
+                return found
+            # ... and its upload failed and removed them since: stored anew, by a copy.
+            spool.seek(0)
+            return self._copy_in(spool, max_bytes)
+        except OSError:
+            # The spool's name is gone (`maas store gc` took it: the upload stalled past the
+            # grace period) while its bytes are still in the open file, or the file system
+            # has no hard links (SMB/CIFS, many FUSE): copied, as any other stream.
+            spool.seek(0)
+            return self._copy_in(spool, max_bytes)
+        self._sync_placed(final)
+        return StoredArtifact(sha256, st.st_size, final, created=True, mtime=st.st_mtime)
+
+    def _found(self, sha256: str, size: int) -> StoredArtifact | None:
+        """The stored file of these bytes, touched, or None when there is none."""
+        final = self.path_for(sha256)
+        # Identical bytes are already here, perhaps as an orphan that `maas store gc` is about
+        # to collect, or as the file of a failed upload about to remove it again. Touching
+        # the file restarts its grace period and moves its mtime past the one the failed
+        # upload left (both remove only what was not modified since), so the file stays
+        # while this upload goes on to record a version of it; if it was removed before the
+        # touch, utime fails and the bytes are stored anew. (gc also re-checks the
+        # references under a lock, and the upload checks the file is still there once its
+        # version row is written.) The time is set explicitly: the kernel's own "now" for
+        # utime is coarse (a clock tick) and could equal the mtime of the last write.
+        now = time.time_ns()
+        try:
+            os.utime(final, ns=(now, now))
         except FileNotFoundError:
-            pass
-        else:
-            if not link:
-                staged.unlink()
-            return StoredArtifact(sha256, size, final, created=False)
-        final.parent.mkdir(exist_ok=True)
-        if link:
-            try:
-                os.link(staged, final)
-            except FileExistsError:  # an upload of the same bytes placed them first
-                return StoredArtifact(sha256, size, final, created=False)
-        else:
-            os.replace(staged, final)
+            return None
+        return StoredArtifact(sha256, size, final, created=False, mtime=now / 1e9)
+
+    def _make_shard(self, shard: Path) -> None:
+        with contextlib.suppress(FileExistsError):
+            shard.mkdir()
+
+    def _sync_placed(self, final: Path) -> None:
+        """Make a file just put in place survive a power loss: its name in the shard, and the
+        shard's name in objects/. objects/ is synced every time, not only by whoever created
+        the shard: that one may not have synced it yet when this version is committed."""
         _fsync_dir(final.parent)
-        return StoredArtifact(sha256, size, final, created=True)
+        _fsync_dir(self.objects)
 
     @contextlib.contextmanager
     def verified(self, sha256: str) -> Iterator[Path]:
@@ -205,10 +307,6 @@ class ArtifactStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
-
-    def delete(self, sha256: str) -> None:
-        """Remove an artifact (a missing one is fine)."""
-        self.path_for(sha256).unlink(missing_ok=True)
 
     def artifacts(self) -> Iterator[StoreFile]:
         """Every artifact in the store, with its size and mtime (the time it was last stored).

@@ -414,9 +414,16 @@ def update_model(session: Session, name: str, *, description: str | None) -> Reg
     return model
 
 
-def sha256_in_use(session: Session, sha256: str) -> bool:
-    """Whether any version still references this artifact (the store keeps it while so)."""
-    return session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1)) is not None
+def sha256_in_use(session: Session, sha256: str, *, hold_writers: bool = False) -> bool:
+    """Whether any version references this artifact (the store keeps it while so).
+
+    `hold_writers` as for referenced_sha256s; one indexed lookup instead of a scan of every
+    version, for the cleanup after each refused upload.
+    """
+    if hold_writers:
+        _hold_version_writers(session)
+    found = session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1))
+    return found is not None
 
 
 def referenced_sha256s(session: Session, *, hold_writers: bool = False) -> set[str]:
@@ -431,6 +438,11 @@ def referenced_sha256s(session: Session, *, hold_writers: bool = False) -> set[s
     its transaction, so it either commits before this (and is seen here) or finds the file
     gone and fails.
     """
-    if hold_writers and session.get_bind().dialect.name == "postgresql":
-        session.connection().exec_driver_sql(f"LOCK TABLE {ModelVersion.__tablename__} IN SHARE MODE")
+    if hold_writers:
+        _hold_version_writers(session)
     return set(session.scalars(select(ModelVersion.sha256).distinct()))
+
+
+def _hold_version_writers(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql(f"LOCK TABLE {ModelVersion.__tablename__} IN SHARE MODE")

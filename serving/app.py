@@ -12,6 +12,7 @@ from flask import Flask, Request, request, send_from_directory
 from werkzeug.routing import PathConverter
 
 from migrations.runner import upgrade_database
+from model_store.store import Spool
 from serving import admin, models_api, ops, predict
 from serving.auth import require_token
 from serving.config import Settings
@@ -67,13 +68,32 @@ def configure_openapi(app: Flask) -> None:
 class SpoolingRequest(Request):
     """A request whose multipart files are spooled into the model store (ArtifactStore.spool),
     not into TMPDIR: an upload needs no room outside the store, is written to disk once, and a
-    crash mid-upload leaves a temp file where `maas store gc` removes it."""
+    crash mid-upload leaves a temp file where `maas store gc` removes it.
+
+    A write the store's file system refuses while werkzeug spools the upload raises the
+    store's StoreWriteFailed (a 503) out of the form parsing.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._spools: list[Spool] = []
 
     def _get_file_stream(  # type: ignore[override]
         self, total_content_length: int | None, content_type: str | None,
         filename: str | None = None, content_length: int | None = None,
     ) -> Any:
-        return runtime().store.spool()
+        spool = runtime().store.spool()
+        self._spools.append(spool)
+        return spool
+
+    def close(self) -> None:
+        """Close the spools too: when parsing fails half-way (a refused write, a client gone)
+        werkzeug never lists them in `files`, and their names would stay in the store."""
+        try:
+            super().close()
+        finally:
+            for spool in self._spools:
+                spool.close()
 
 
 class EncodedSlashes:

@@ -227,11 +227,28 @@ def find_garbage(database: Database, store: ArtifactStore, cutoff: float) -> Gar
     return garbage
 
 
+@dataclass(frozen=True)
+class Removal:
+    """What became of one file remove_garbage tried to remove."""
+
+    file: StoreFile
+    removed_bytes: int | None  # None: kept after all, or not removed (`error`)
+    error: OSError | None = None
+
+
+def _remove(store: ArtifactStore, file: StoreFile, cutoff: float) -> Removal:
+    try:
+        return Removal(file, store.remove_stale(file, cutoff))
+    except OSError as exc:  # this file only: the others are still removed
+        return Removal(file, None, exc)
+
+
 def remove_garbage(
     database: Database, store: ArtifactStore, garbage: Garbage, cutoff: float
-) -> Iterator[tuple[StoreFile, int | None]]:
-    """Remove what find_garbage found, unless it changed since; yields each file and the bytes
-    removed (None: kept after all).
+) -> Iterator[Removal]:
+    """Remove what find_garbage found, unless it changed since; yields what became of each
+    file (removed, kept after all, or an OSError: one file that cannot be removed does not
+    stop the others).
 
     The race to close: an upload of bytes that are already here as an orphan finds the file
     (put() says created=False) and goes on to record a version of it. Three things keep gc
@@ -251,10 +268,13 @@ def remove_garbage(
         with database.write() as session:
             referenced = service.referenced_sha256s(session, hold_writers=True)
             for artifact in garbage.orphans:
-                yield artifact, None if artifact.sha256 in referenced else store.remove_stale(artifact, cutoff)
+                if artifact.sha256 in referenced:
+                    yield Removal(artifact, None)
+                else:
+                    yield _remove(store, artifact, cutoff)
     # Nothing references a temp file; the grace period protects an upload still writing one.
     for upload in garbage.partial_uploads:
-        yield upload, store.remove_stale(upload, cutoff)
+        yield _remove(store, upload, cutoff)
 
 
 def _require_registry(database_url: str) -> None:
@@ -312,17 +332,19 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
             for file in candidates:
                 click.echo(f"would remove {_describe(store, file, now)}")
         else:
-            try:
-                for file, size in remove_garbage(database, store, garbage, cutoff):
-                    if size is None:
-                        changed += 1
-                        click.echo(f"kept {file.path.relative_to(store.root)} (referenced or modified since it was listed)")
-                    else:
-                        removed += 1
-                        removed_bytes += size
-                        click.echo(f"removed {_describe(store, file, now)}")
-            except OSError as exc:
-                failed.append(f"{exc.filename}: {exc.strerror}")
+            for outcome in remove_garbage(database, store, garbage, cutoff):
+                path = outcome.file.path.relative_to(store.root)
+                if outcome.error is not None:
+                    failed.append(str(path))
+                    reason = outcome.error.strerror or type(outcome.error).__name__
+                    click.echo(f"could not remove {path} ({reason})", err=True)
+                elif outcome.removed_bytes is None:
+                    changed += 1
+                    click.echo(f"kept {path} (referenced or modified since it was listed)")
+                else:
+                    removed += 1
+                    removed_bytes += outcome.removed_bytes
+                    click.echo(f"removed {_describe(store, outcome.file, now)}")
     except DBAPIError as exc:
         raise click.ClickException(
             f"the registry database cannot be read ({exc.orig}): nothing removed"
@@ -340,4 +362,4 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
     else:
         click.echo(f"removed {_plural(removed, 'file')}, {removed_bytes} bytes; {kept}")
     if failed:
-        raise click.ClickException("could not remove " + "; ".join(failed))
+        raise click.ClickException(f"could not remove {_plural(len(failed), 'file')}: " + ", ".join(failed))

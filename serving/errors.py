@@ -18,6 +18,7 @@ from model_store.errors import (
     InvalidArtifact,
     ModelStoreError,
     PredictionFailed,
+    StoreWriteFailed,
 )
 from registry.db import is_unreachable
 from registry.errors import (
@@ -105,6 +106,7 @@ _REGISTRY_STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, DatabaseUna
 _STORE_STATUS = {
     ArtifactTooLarge: 413,
     ArtifactUnavailable: 503,
+    StoreWriteFailed: 503,
     PredictionFailed: 422,
     InvalidArtifact: 422,
 }
@@ -117,6 +119,8 @@ def _registry_error(error: RegistryError) -> Response:
 
 def _store_error(error: ModelStoreError) -> Response:
     code = next((c for cls, c in _STORE_STATUS.items() if isinstance(error, cls)), 422)
+    if isinstance(error, StoreWriteFailed):  # the disk's state, for whoever runs the server
+        log.error("the model store refused an upload: %s", error.__cause__, exc_info=error)
     offending = getattr(error, "offending", None)
     return error_response(code, error.message, {"artifact": offending} if offending else None)
 

@@ -9,8 +9,9 @@ from typing import Any, BinaryIO
 from model_store.errors import InvalidArtifact, PredictionFailed
 from model_store.loader import load_artifact
 from model_store.schema import check_declared_schema, infer_feature_schema
+from model_store.store import StoredArtifact, StoreFile
 from registry import service
-from registry.errors import InvalidInput
+from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
@@ -27,7 +28,8 @@ def register_upload(
 
     The artifact is stored (fsynced, renamed) before the database commit, so a version never
     exists without its file; on any failure, a file this upload created is removed again.
-    Raises InvalidInput, InvalidArtifact/UnsafeArtifact (nothing unpickled), PredictionFailed.
+    Raises InvalidInput, InvalidArtifact/UnsafeArtifact (nothing unpickled), PredictionFailed,
+    ArtifactTooLarge, StoreWriteFailed, Conflict (`maas store gc` took the file meanwhile).
     """
     if not is_model_name(name):
         raise InvalidInput(
@@ -62,15 +64,19 @@ def register_upload(
                 aliases=metadata.get("aliases", ()),
             )
             # Checked after the row is written, not before: whoever removes an unreferenced
-            # artifact (a failed upload of the same bytes, `maas store gc`) does so under
-            # referenced_sha256s(hold_writers=True), which waits for this transaction. So
+            # artifact (a failed upload of the same bytes, `maas store gc`) does so holding
+            # off version writers (hold_writers=True), which waits for this transaction. So
             # either it sees this version and keeps the file, or it removed the file first
-            # and this check sees that: never a version without its file.
+            # and this check sees that: never a version without its file. The artifact is
+            # fine: only the timing was wrong, hence a conflict to retry, not a 422.
             if not rt.store.exists(stored.sha256):
-                raise InvalidArtifact("The artifact vanished from the store; upload it again.")
+                raise Conflict(
+                    "The artifact was removed from the model store while this version was being"
+                    " recorded (`maas store gc` found it unreferenced); upload it again."
+                )
     except BaseException:
         if stored.created:
-            _forget_artifact(rt, stored.sha256)
+            _forget_artifact(rt, stored)
         raise
     rt.estimators.put(stored.sha256, loaded.estimator)
     log.info("registered %s version %s (sha256 %s)", name, version.version, stored.sha256)
@@ -90,12 +96,15 @@ def _try_example(
         raise InvalidArtifact(f"The example failed: {exc.message}") from None
 
 
-def _forget_artifact(rt: Runtime, sha256: str) -> None:
+def _forget_artifact(rt: Runtime, stored: StoredArtifact) -> None:
+    """Remove the file this failed upload created, by the rule `maas store gc` follows: while
+    no version can be added, only if no version references it, and only if it was not touched
+    since this upload left it (a concurrent upload of the same bytes found it and is about to
+    record a version of it: put() touched it)."""
     try:
-        # As `maas store gc` does: the file goes while no upload of the same bytes can
-        # commit, and only if no version references it.
         with rt.db.write() as session:
-            if sha256 not in service.referenced_sha256s(session, hold_writers=True):
-                rt.store.delete(sha256)
+            if not service.sha256_in_use(session, stored.sha256, hold_writers=True):
+                file = StoreFile(stored.path, stored.sha256, stored.size_bytes, stored.mtime)
+                rt.store.remove_stale(file, cutoff=stored.mtime)
     except Exception:  # cleanup must not hide the original error; `maas store gc` mops up
-        log.exception("could not remove artifact %s after a failed upload", sha256)
+        log.exception("could not remove artifact %s after a failed upload", stored.sha256)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import resource
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sklearn.preprocessing import StandardScaler
+from sqlalchemy import event
 
 from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes, upload
 
@@ -232,6 +235,77 @@ def test_upload_limit_is_413_and_leaves_nothing(make_app: Any, credit_pipeline: 
     r = upload(client, "m", credit_pipeline)
     assert r.status_code == 413 and r.json["message"]
     assert model_count(client) == 0 and store_files(app) == []
+
+
+# -- the model store's disk refusing -----------------------------------------------------------
+def store_dir(app: Any) -> Path:
+    return Path(app.extensions["maas"].settings.store_dir)
+
+
+def _store_refused(client: Any, app: Any, response: Any, reason: str) -> None:
+    """A 503 in the contract's shape naming the file system's reason; nothing recorded or left."""
+    assert response.status_code == 503, response.json
+    assert set(response.json) == {"code", "status", "message"}, response.json
+    assert response.json["code"] == 503 and response.json["status"] == "Service Unavailable"
+    assert response.json["message"] == f"The model store cannot take the artifact ({reason}).", response.json
+    assert model_count(client) == 0 and store_files(app) == []
+    tmp = store_dir(app) / "tmp"
+    assert not tmp.is_dir() or not any(tmp.iterdir())
+
+
+def test_upload_after_the_store_tmp_was_removed(app: Any, client: Any, credit_pipeline: Any) -> None:
+    shutil.rmtree(store_dir(app) / "tmp")
+    r = upload(client, "credit", credit_pipeline)
+    assert r.status_code == 201, r.json
+    assert client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW}).status_code == 200
+
+
+def test_upload_into_a_store_whose_directories_are_broken_is_503(app: Any, client: Any, credit_pipeline: Any) -> None:
+    """A file where tmp/ should be fails the spool werkzeug writes the upload into; a file
+    where objects/ should be fails put(). Both are the store's state: 503, never a 500."""
+    for where, reason in (("tmp", "Not a directory"), ("objects", "File exists")):
+        path = store_dir(app) / where
+        shutil.rmtree(path)
+        path.write_text("not a directory")
+        _store_refused(client, app, upload(client, "credit", credit_pipeline), reason)
+        path.unlink()
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+
+
+def test_upload_the_file_system_refuses_to_spool_is_503(app: Any, client: Any) -> None:
+    """The kernel refuses werkzeug's writes into the spool (EFBIG past RLIMIT_FSIZE, as ENOSPC
+    for a full disk): a 503 naming it. The test client keeps a body this small in memory."""
+    payload = os.urandom(256 * 1024)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        r = upload(client, "big", payload)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    _store_refused(client, app, r, "File too large")
+
+
+def test_a_refused_upload_looks_up_its_own_sha256_only(app: Any, client: Any, credit_pipeline: Any) -> None:
+    """The cleanup after a refused upload (every hostile pickle) checks whether a version uses
+    its sha256, under the lock that holds off version writers: one indexed lookup, not a read
+    of every version's sha256."""
+    for name in ("a", "b", "c"):
+        assert upload(client, name, credit_pipeline, {"description": name}).status_code == 201
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = app.extensions["maas"].db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = upload(client, "m", pickle.dumps(StandardScaler))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 422, r.json
+    reads = [s for s in statements if "model_versions" in s and s.startswith("SELECT")]
+    assert reads and all("WHERE model_versions.sha256 =" in s for s in reads), statements
+    assert not any("DISTINCT" in s for s in statements), statements
 
 
 def test_filename_is_ignored(app: Any, client: Any, credit_pipeline: Any, tmp_path: Path) -> None:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 from model_store.cache import EstimatorCache
-from model_store.errors import ArtifactTooLarge, ArtifactUnavailable, InvalidArtifact
+from model_store.errors import (
+    ArtifactTooLarge,
+    ArtifactUnavailable,
+    InvalidArtifact,
+    StoreWriteFailed,
+)
 from model_store.schema import check_declared_schema, infer_feature_schema
 from model_store.store import ArtifactStore
 from tests.conftest import joblib_bytes
@@ -166,3 +176,110 @@ def test_a_spooled_upload_is_linked_into_place_not_copied(store: ArtifactStore) 
         store.put(too_big, max_bytes=1000)
     too_big.close()
     assert list(store.tmp.iterdir()) == []
+
+
+def test_a_spool_whose_name_was_taken_is_copied_into_place(store: ArtifactStore) -> None:
+    """`maas store gc` removed the name of an upload's spool (the upload stalled past the grace
+    period) while the request still holds the file open: the link fails, the bytes are copied."""
+    spool = store.spool()
+    spool.write(b"bytes of a slow upload" * 1000)
+    spool.path.unlink()
+    stored = store.put(spool)
+    assert stored.created and stored.path.read_bytes() == b"bytes of a slow upload" * 1000
+    assert stored.sha256 == hashlib.sha256(stored.path.read_bytes()).hexdigest()
+    assert os.stat(stored.path).st_ino != os.fstat(spool.fileno()).st_ino  # a copy
+    assert list(store.tmp.iterdir()) == []
+    spool.close()
+    assert store.put(io.BytesIO(b"bytes of a slow upload" * 1000)).created is False
+
+
+def test_a_spool_that_cannot_be_hard_linked_is_copied_into_place(store: ArtifactStore) -> None:
+    """A file system without hard links (SMB/CIFS, many FUSE) refuses os.link with EPERM or
+    ENOTSUP. Here the kernel's own EPERM: the spool is made immutable (chattr +i, root only)."""
+    spool = store.spool()
+    spool.write(b"bytes on a file system without hard links")
+    spool.flush()
+    made = subprocess.run(["chattr", "+i", str(spool.path)], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        spool.close()
+        pytest.skip(f"chattr +i is not possible here (it needs root): {made.stderr.strip()}")
+    try:
+        with pytest.raises(PermissionError):
+            os.link(spool.path, store.root / "probe")
+        stored = store.put(spool)
+    finally:
+        subprocess.run(["chattr", "-i", str(spool.path)], check=True)
+    assert stored.created and stored.path.read_bytes() == b"bytes on a file system without hard links"
+    assert os.stat(stored.path).st_ino != os.fstat(spool.fileno()).st_ino
+    spool.close()
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_spool_makes_tmp_again_when_it_was_removed(store: ArtifactStore) -> None:
+    shutil.rmtree(store.tmp)
+    with store.spool() as spool:
+        spool.write(b"model bytes")
+        assert store.put(spool).path.read_bytes() == b"model bytes"
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_a_store_that_cannot_take_the_bytes_says_so(store: ArtifactStore) -> None:
+    """OSError of the file system while storing is StoreWriteFailed (a 503), not an OSError."""
+    shutil.rmtree(store.tmp)
+    store.tmp.write_text("a file where the store's tmp/ directory should be")
+    with pytest.raises(StoreWriteFailed, match=r"cannot take the artifact \(Not a directory\)"):
+        store.spool()
+    with pytest.raises(StoreWriteFailed, match=r"cannot take the artifact \(File exists\)"):
+        store.put(io.BytesIO(b"model bytes"))
+    assert list(store.objects.rglob("*")) == []
+
+
+def test_writes_the_file_system_refuses_while_spooling_are_store_errors(store: ArtifactStore) -> None:
+    """EFBIG past RLIMIT_FSIZE (Python ignores SIGXFSZ), as a full disk's ENOSPC would be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with store.spool() as spool:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+        try:
+            with pytest.raises(StoreWriteFailed, match=r"cannot take the artifact \(File too large\)"):
+                for _ in range(4):
+                    spool.write(b"x" * 64 * 1024)
+                spool.flush()
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert list(store.tmp.iterdir()) == []
+
+
+def _syscalls(*python: str) -> list[str]:
+    """The file system calls of `python -c`, with the paths of descriptors (strace -f -y)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    with tempfile.TemporaryDirectory() as out:
+        trace = Path(out) / "trace"
+        result = subprocess.run(
+            ["strace", "-f", "-y", "-o", str(trace), "-e", "trace=mkdir,mkdirat,fsync,link,linkat,rename,renameat,renameat2",
+             sys.executable, "-c", "\n".join(python)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        if result.returncode != 0 and "ptrace" in result.stderr:
+            pytest.skip(f"strace cannot trace here: {result.stderr.strip()}")
+        assert result.returncode == 0, result.stderr
+        return [line.split(None, 1)[1] for line in trace.read_text().splitlines() if " " in line]
+
+
+def test_a_new_shard_directory_is_made_durable_in_objects(store: ArtifactStore) -> None:
+    """After a power loss, a committed version's file must still be reachable: its name in its
+    shard, and the shard's name in objects/, are fsynced before put() returns."""
+    data = b"bytes in a shard of their own"
+    shard = store.path_for(hashlib.sha256(data).hexdigest()).parent
+    for code in (f"store.put(io.BytesIO({data!r}))",
+                 f"s = store.spool(); s.write({data!r}); store.put(s); s.close()"):
+        if shard.exists():
+            shutil.rmtree(shard)
+        calls = _syscalls(
+            "import io", "from model_store.store import ArtifactStore",
+            f"store = ArtifactStore({str(store.root)!r})", code,
+        )
+        made = next(i for i, c in enumerate(calls) if c.startswith("mkdir") and f'"{shard}"' in c)
+        placed = next(i for i, c in enumerate(calls) if i > made and c.startswith(("link", "rename")))
+        synced = [c.split("<", 1)[1].split(">", 1)[0] for c in calls[placed:] if c.startswith("fsync(")]
+        assert str(shard) in synced and str(store.objects) in synced, (code, calls[made:])

@@ -6,11 +6,14 @@ Files are made old with os.utime, never by waiting.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import re
+import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,8 +270,8 @@ def test_gc_that_takes_the_file_first_makes_the_upload_fail_cleanly(
 ) -> None:
     """gc (no grace period) runs after the upload stored its file but before its version row
     is sent: it finds the file unreferenced and removes it. The upload, which checks its file
-    once its row is written, must then refuse (422), recording nothing, rather than commit a
-    version without its file."""
+    once its row is written, must then refuse, recording nothing, rather than commit a version
+    without its file: a 409 asking for the upload again (the artifact is fine, not a 422)."""
     if make_url(settings.database_url).get_backend_name() != "postgresql":
         pytest.skip("on SQLite the upload already holds the write lock there: gc would wait for it")
     outputs: list[str] = []
@@ -276,8 +279,9 @@ def test_gc_that_takes_the_file_first_makes_the_upload_fail_cleanly(
 
     refused = upload(client, "strings", string_classifier)
 
-    assert refused.status_code == 422, refused.get_json()
-    assert "vanished" in refused.get_json()["message"], refused.get_json()
+    assert refused.status_code == 409, refused.get_json()
+    assert refused.get_json()["code"] == 409, refused.get_json()
+    assert "upload it again" in refused.get_json()["message"], refused.get_json()
     # The artifact it took, and (no grace period at all) the upload's own spool in tmp/, whose
     # bytes the upload still holds open.
     assert len(outputs) == 1 and outputs[0].count("removed objects/") == 1, outputs
@@ -286,6 +290,61 @@ def test_gc_that_takes_the_file_first_makes_the_upload_fail_cleanly(
     assert files(store.root) == {}
     again = uploaded(client, "strings", string_classifier)
     predicts(client, "strings", again["version"], STRING_ROW, string_classifier)
+
+
+def test_failed_upload_leaves_the_file_a_concurrent_upload_of_the_same_bytes_found(
+    app: Any, settings: Settings, store: ArtifactStore, credit_pipeline: Any
+) -> None:
+    """Upload A stores new bytes, then fails (its example does not fit). Meanwhile upload B of
+    the same bytes found A's file (put() touched it) and is about to record its version. A's
+    cleanup runs between the two: it must keep the file B touched, and B must succeed.
+
+    Each upload is paused where its first session transaction is created, before any
+    statement (SQLite's BEGIN IMMEDIATE included): A's is its cleanup, B's the write of its
+    version."""
+    b_waits, b_may_go = threading.Event(), threading.Event()
+    began: set[str] = set()
+    answers: dict[str, Any] = {}
+    b = threading.Thread(
+        target=lambda: answers.update(B=upload(app.test_client(), "same-bytes", credit_pipeline)), name="B"
+    )
+    a = threading.Thread(
+        target=lambda: answers.update(
+            A=upload(app.test_client(), "refused", credit_pipeline, metadata={"example": {"x1": 1.0}})
+        ),
+        name="A",
+    )
+
+    def first_transaction(_session: Session, transaction: Any) -> None:
+        me = threading.current_thread().name
+        if transaction.parent is not None or me in began or me not in ("A", "B"):
+            return
+        began.add(me)
+        if me == "A":  # A failed and is about to remove its file: B stores the same bytes first
+            b.start()
+            assert b_waits.wait(LOCK_WAIT_DEADLINE_S), "upload B never got to its version"
+        else:  # B stored (found) its bytes; it records its version once A has cleaned up
+            b_waits.set()
+            assert b_may_go.wait(LOCK_WAIT_DEADLINE_S), "upload A never finished"
+
+    event.listen(Session, "after_transaction_create", first_transaction)
+    try:
+        a.start()
+        a.join(LOCK_WAIT_DEADLINE_S)
+        assert not a.is_alive(), "upload A hangs"
+    finally:
+        b_may_go.set()
+        if b.is_alive():
+            b.join(LOCK_WAIT_DEADLINE_S)
+        event.remove(Session, "after_transaction_create", first_transaction)
+    assert began == {"A", "B"}
+    assert answers["A"].status_code == 422 and "example" in answers["A"].get_json()["message"], answers["A"].get_json()
+    assert answers["B"].status_code == 201, answers["B"].get_json()
+    sha256 = answers["B"].get_json()["sha256"]
+    assert hashlib.sha256(store.path_for(sha256).read_bytes()).hexdigest() == sha256
+    client = app.test_client()
+    assert client.get("/api/models/refused").status_code == 404
+    predicts(client, "same-bytes", 1, CREDIT_ROW, credit_pipeline)
 
 
 def test_versions_are_committed_after_their_file_is_in_place(
@@ -364,15 +423,68 @@ def test_file_of_an_upload_that_failed_with_the_database_down_is_collected(
         failed = upload(client, "reg", regressor)
     finally:
         back()
-    assert failed.status_code in (500, 503), failed.get_json()
+    assert failed.status_code == 503, failed.get_json()
     body = failed.get_json()
-    assert body["code"] == failed.status_code and body["message"], body
+    assert body["code"] == 503 and body["message"], body
+    assert failed.headers["Retry-After"].isdigit() and int(failed.headers["Retry-After"]) > 0, failed.headers
     orphan = hashlib.sha256(joblib_bytes(regressor)).hexdigest()
     assert store.exists(orphan), "the failed upload's file is gone: nothing for gc to prove"
     assert client.get("/api/models/reg").status_code == 404
     assert gc_ok(settings, "--grace-period", "0")[0] == {rel(store, orphan)}
     assert set(files(store.root)) == {rel(store, kept["sha256"])}
     predicts(client, "credit", 1, CREDIT_ROW, credit_pipeline)
+
+
+@contextlib.contextmanager
+def entries_kept(directory: Path) -> Iterator[None]:
+    """No entry of `directory` can be removed during the block: append-only (chattr +a) for
+    root, whom permissions do not stop; read-only for anyone else."""
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None:
+            pytest.skip("running as root without chattr: no way to make a file unremovable")
+        made = subprocess.run(["chattr", "+a", str(directory)], capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            pytest.skip(f"running as root and chattr +a fails here: {made.stderr.strip()}")
+    else:
+        directory.chmod(0o555)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-a", str(directory)], check=True)
+        else:
+            directory.chmod(0o755)
+
+
+def test_gc_goes_on_past_a_file_it_cannot_remove(client: Any, settings: Settings, store: ArtifactStore) -> None:
+    """One orphan cannot be removed (its shard directory refuses): gc reports it, removes the
+    other orphans and the stale upload temp file all the same, and exits 1."""
+    blobs: dict[str, bytes] = {}
+    for i in range(1000):  # three orphans in three shards
+        blob = f"orphan bytes {i}".encode()
+        blobs.setdefault(hashlib.sha256(blob).hexdigest()[:2], blob)
+        if len(blobs) == 3:
+            break
+    orphans = sorted((store.put(io.BytesIO(b)) for b in blobs.values()), key=lambda a: a.sha256)
+    stuck = orphans[0]  # listed, and so removed, first
+    crashed = store.tmp / "upload-crashed.part"
+    crashed.write_bytes(b"the first bytes of an upload")
+    for path in [o.path for o in orphans] + [crashed]:
+        age(path)
+    before = files(store.root)
+
+    with entries_kept(stuck.path.parent):
+        result = run_gc(settings)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    expected = {rel(store, o.sha256) for o in orphans[1:]} | {"tmp/upload-crashed.part"}
+    assert {p for v, p in _LINE.findall(result.stdout) if v == "removed"} == expected, result.stdout
+    assert set(files(store.root)) == {rel(store, stuck.sha256)}
+    assert summary(result.stdout) == (3, sum(before[p][0] for p in expected)), result.stdout
+    assert f"could not remove {rel(store, stuck.sha256)} (" in result.stderr, result.stderr
+    assert "could not remove 1 file" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    # Once the file can go, the next run takes it.
+    assert gc_ok(settings)[0] == {rel(store, stuck.sha256)}
 
 
 # -- refusals -------------------------------------------------------------------------------------
