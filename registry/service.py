@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +56,8 @@ class ArtifactFacts:
     classes: list[Any] | None
     library_versions: dict[str, str]
 
+
+T = TypeVar("T")
 
 MAX_FEATURE_NAME_LENGTH = Feature.__table__.c.name.type.length  # type: ignore[attr-defined]
 
@@ -219,20 +221,29 @@ def get_features(session: Session, version_id: int) -> list[Feature]:
     )
 
 
-def _get_or_create_model(session: Session, name: str, description: str | None = None) -> RegisteredModel:
-    model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
-    if model is not None:
-        return model
+def _get_or_insert(session: Session, existing: Select[Any], new: Callable[[], T]) -> T:
+    """The row `existing` selects, or `new()` inserted; when a concurrent transaction inserts
+    the same unique row first, its row (the insert ran in a savepoint: only it is undone)."""
+    row = session.scalar(existing)
+    if row is not None:
+        return row
     try:
-        # A savepoint, so that losing the race to create the same name only undoes this insert.
         with session.begin_nested():
-            model = RegisteredModel(name=name, description=description, next_version=1)
-            session.add(model)
+            row = new()
+            session.add(row)
     except IntegrityError:
-        model = session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
-        if model is None:
+        row = session.scalar(existing)
+        if row is None:
             raise
-    return model
+    return row
+
+
+def _get_or_create_model(session: Session, name: str, description: str | None = None) -> RegisteredModel:
+    return _get_or_insert(
+        session,
+        select(RegisteredModel).where(RegisteredModel.name == name),
+        lambda: RegisteredModel(name=name, description=description, next_version=1),
+    )
 
 
 def _allocate_version_number(session: Session, model: RegisteredModel) -> int:
@@ -319,19 +330,12 @@ def _check_alias_name(alias: str) -> None:
 def _point_alias(
     session: Session, model: RegisteredModel, alias: str, version: ModelVersion
 ) -> Alias:
-    existing = select(Alias).where(Alias.model_id == model.id, Alias.name == alias).with_for_update()
-    row = session.scalar(existing)
-    if row is None:
-        try:
-            # A savepoint: when another transaction creates the same alias first, only this
-            # insert is undone, and the alias it created is moved instead.
-            with session.begin_nested():
-                row = Alias(model_id=model.id, name=alias, version_id=version.id)
-                session.add(row)
-        except IntegrityError:
-            row = session.scalar(existing)
-            if row is None:
-                raise
+    # When another transaction creates the same alias first, that alias is moved instead.
+    row = _get_or_insert(
+        session,
+        select(Alias).where(Alias.model_id == model.id, Alias.name == alias).with_for_update(),
+        lambda: Alias(model_id=model.id, name=alias, version_id=version.id),
+    )
     if row.version_id != version.id:
         row.version_id = version.id
         row.updated_at = utcnow()
