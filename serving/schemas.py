@@ -11,6 +11,7 @@ from werkzeug.datastructures import FileStorage
 
 from model_store.schema import FEATURE_TYPES
 from registry.names import text_problem
+from registry.service import MAX_FEATURE_NAME_LENGTH
 
 
 class StrictSchema(ma.Schema):
@@ -39,7 +40,7 @@ class Text(fields.String):
 
 
 class FeatureSchema(StrictSchema):
-    name = Text(required=True, validate=validate.Length(min=1, max=255))
+    name = Text(required=True, validate=validate.Length(min=1, max=MAX_FEATURE_NAME_LENGTH))
     type = fields.String(load_default="number", validate=validate.OneOf(FEATURE_TYPES))
     required = fields.Boolean(load_default=True)
     allowed = fields.List(fields.Raw(), load_default=None, allow_none=True)
