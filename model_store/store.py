@@ -75,6 +75,30 @@ def _is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
+def _open_checked(path: Path, sha256: str) -> BinaryIO:
+    """The artifact opened, after its bytes were hashed and found to be `sha256` (rewound);
+    raises ArtifactUnavailable when it is missing, unreadable or damaged."""
+    f: BinaryIO | None = None
+    try:
+        f = path.open("rb")
+        digest = hashlib.sha256()
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    except OSError as exc:
+        if f is not None:
+            f.close()
+        if isinstance(exc, FileNotFoundError):
+            raise ArtifactUnavailable(f"The artifact {sha256} is missing from the model store.") from None
+        raise ArtifactUnavailable(
+            f"The artifact {sha256} cannot be read from the model store ({exc.strerror})."
+        ) from None
+    if digest.hexdigest() != sha256:
+        f.close()
+        raise ArtifactUnavailable(f"The artifact {sha256} is damaged: its bytes no longer match its sha256.")
+    f.seek(0)
+    return f
+
+
 @contextlib.contextmanager
 def _writing() -> Iterator[None]:
     """OSError of the store's file system as StoreWriteFailed: a full disk or an I/O error is
@@ -226,17 +250,14 @@ class ArtifactStore:
         self._make_shard(final.parent)
         try:
             os.link(spool.path, final)
-        except FileExistsError:  # an upload of the same bytes placed them first
-            found = self._found(sha256, st.st_size)
-            if found is not None:
+        except OSError as exc:
+            # An upload of the same bytes placed them first: theirs are kept.
+            if isinstance(exc, FileExistsError) and (found := self._found(sha256, st.st_size)):
                 return found
-            # ... and its upload failed and removed them since: stored anew, by a copy.
-            spool.seek(0)
-            return self._copy_in(spool, max_bytes)
-        except OSError:
-            # The spool's name is gone (`maas store gc` took it: the upload stalled past the
-            # grace period) while its bytes are still in the open file, or the file system
-            # has no hard links (SMB/CIFS, many FUSE): copied, as any other stream.
+            # Else copied, as any other stream: that upload failed and removed them since;
+            # or the spool's name is gone (`maas store gc` took it: the upload stalled past
+            # the grace period) while its bytes are still in the open file; or the file
+            # system has no hard links (SMB/CIFS, many FUSE).
             spool.seek(0)
             return self._copy_in(spool, max_bytes)
         self._sync_placed(final)
@@ -281,27 +302,8 @@ class ArtifactStore:
         Raises ArtifactUnavailable when it is missing or damaged.
         """
         path = self.path_for(sha256)
-        digest = hashlib.sha256()
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
-            raise ArtifactUnavailable(f"The artifact {sha256} is missing from the model store.") from None
-        except OSError as exc:
-            raise ArtifactUnavailable(
-                f"The artifact {sha256} cannot be read from the model store ({exc.strerror})."
-            ) from None
+        f = _open_checked(path, sha256)
         with f:
-            try:
-                while chunk := f.read(CHUNK_BYTES):
-                    digest.update(chunk)
-            except OSError as exc:
-                raise ArtifactUnavailable(
-                    f"The artifact {sha256} cannot be read from the model store ({exc.strerror})."
-                ) from None
-            if digest.hexdigest() != sha256:
-                raise ArtifactUnavailable(
-                    f"The artifact {sha256} is damaged: its bytes no longer match its sha256."
-                )
             held = Path(f"/proc/self/fd/{f.fileno()}")
             yield held if held.exists() else path
 

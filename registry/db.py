@@ -162,7 +162,6 @@ class Database:
         self.engine.dispose()
 
 
-
 class _Probe:
     """`check()` run once in a daemon thread; `finished` is set when it returns or raises."""
 

@@ -26,7 +26,7 @@ def register_upload(
 ) -> ModelVersion:
     """Record a new version of `name` from an uploaded artifact; all or nothing.
 
-    The artifact is stored (fsynced, renamed) before the database commit, so a version never
+    The artifact is stored (fsynced, in place under its sha256) before the database commit, so a version never
     exists without its file; on any failure, a file this upload created is removed again.
     Raises InvalidInput, InvalidArtifact/UnsafeArtifact (nothing unpickled), PredictionFailed,
     ArtifactTooLarge, StoreWriteFailed, Conflict (`maas store gc` took the file meanwhile).
