@@ -41,3 +41,12 @@ class StoreWriteFailed(ModelStoreError):
 
 class PredictionFailed(ModelStoreError):
     """The model raised while predicting on input that passed the schema checks."""
+
+
+class RunnerFailed(ModelStoreError):
+    """The process running a model died, ran out of memory or broke the protocol (a 503); the next
+    request gets a fresh one."""
+
+
+class RunnerTimedOut(ModelStoreError):
+    """A model call took longer than MAAS_PREDICT_TIMEOUT; its runner was killed (a 504)."""

@@ -1,8 +1,13 @@
-"""Detect an artifact's format, check it is safe, load it, and describe what was loaded."""
+"""Detect an artifact's format, check it is safe, load it, and describe what was loaded.
+
+Runs inside a runner only (serving/runners): the artifact arrives as an open file the web worker
+verified, never as a path, and everything it loads is the uploader's code.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import struct
 import warnings
@@ -10,15 +15,25 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import joblib
 import numpy as np
 import sklearn
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
-from model_store.safety import RestrictedUnpickler, refused_globals, scan_artifact
+from model_store.safety import RestrictedUnpickler, refused_globals
+
+try:  # TEMPORARY until the safety package lands
+    from model_store.safety import check_loaded, scan_stream
+except ImportError:
+    from model_store.safety import _scan
+
+    def scan_stream(raw, size, extra=(), max_model_bytes=None):  # type: ignore[no-untyped-def]
+        return _scan(raw, size, extra)
+
+    def check_loaded(obj, extra=()):  # type: ignore[no-untyped-def]
+        return None
 from model_store.schema import python_value
 
 SKOPS = "skops"
@@ -48,29 +63,37 @@ class LoadedArtifact:
     library_versions: dict[str, str]
 
 
-def _is_skops(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
+def _size(file: BinaryIO) -> int:
+    return os.fstat(file.fileno()).st_size
+
+
+def _is_skops(file: BinaryIO) -> bool:
     try:
-        with zipfile.ZipFile(path) as archive:
+        if not zipfile.is_zipfile(file):
+            return False
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
             return "schema.json" in archive.namelist()
     except zipfile.BadZipFile:
         return False
+    finally:
+        file.seek(0)
 
 
-def _check_skops_archive(path: Path) -> set[str]:
+def _check_skops_archive(file: BinaryIO) -> set[str]:
     """Refuse a zip bomb before skops reads it; returns the types skops would call to build objects.
 
     Raises InvalidArtifact: too many members, a declared total over the limits, a member whose
     compressed data does not inflate to exactly its declared size, an unsupported compression.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
             if len(members) > MAX_SKOPS_MEMBERS:
                 raise InvalidArtifact(f"The skops file has {len(members)} members, over the limit of {MAX_SKOPS_MEMBERS}.")
             inflated = sum(info.file_size for info in members)
-            size = path.stat().st_size
+            size = _size(file)
             if inflated > MAX_SKOPS_UNCOMPRESSED_BYTES:
                 raise InvalidArtifact(
                     f"The skops file would inflate to {inflated} bytes, over the limit of "
@@ -81,9 +104,8 @@ def _check_skops_archive(path: Path) -> set[str]:
                     f"The skops file would inflate {size} bytes to {inflated}, more than "
                     f"{MAX_SKOPS_RATIO} times: a zip bomb, not a model."
                 )
-            with path.open("rb") as raw:
-                for info in members:
-                    _check_member(raw, info)
+            for info in members:
+                _check_member(file, info)
             schema = json.loads(archive.read("schema.json"))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, RecursionError, OSError, EOFError, struct.error):
         raise InvalidArtifact("The skops file is not a readable zip archive with a schema.") from None
@@ -149,12 +171,15 @@ def _constructed_types(schema: Any) -> set[str]:
     return called
 
 
-def _load_skops(path: Path, trusted_modules: Iterable[str]) -> Any:
+def _skops_trusted_types(file: BinaryIO, trusted_modules: Iterable[str]) -> list[str]:
+    """The types skops must be told to trust to load `file`, after refusing zip bombs and every
+    type our allow-list refuses; raises InvalidArtifact / UnsafeArtifact."""
     import skops.io
 
-    called = _check_skops_archive(path)
+    called = _check_skops_archive(file)
     try:
-        untrusted = skops.io.get_untrusted_types(file=path)
+        file.seek(0)
+        untrusted = skops.io.get_untrusted_types(file=file)  # type: ignore[arg-type]  # ZipFile takes files
     except Exception as exc:  # noqa: BLE001 - skops raises many kinds for a bad file
         raise InvalidArtifact(f"The skops file cannot be read ({type(exc).__name__}).") from None
     # skops' own trust check does the loading; what it does not trust by default must be on our
@@ -162,28 +187,54 @@ def _load_skops(path: Path, trusted_modules: Iterable[str]) -> Any:
     refused = refused_globals(untrusted, trusted_modules, called)
     if refused:
         raise UnsafeArtifact(refused)
-    return skops.io.load(path, trusted=untrusted)
+    return untrusted
 
 
-def _load_pickle(path: Path, fmt: str, trusted_modules: Iterable[str]) -> Any:
+def _load_skops(file: BinaryIO, trusted_modules: Iterable[str]) -> Any:
+    import skops.io
+
+    trusted = _skops_trusted_types(file, trusted_modules)
+    file.seek(0)
+    return skops.io.load(file, trusted=trusted)
+
+
+def _load_pickle(file: BinaryIO, fmt: str, trusted_modules: Iterable[str]) -> Any:
+    file.seek(0)
     if fmt == "joblib":
-        return joblib.load(path)
-    with path.open("rb") as f:
-        return RestrictedUnpickler(f, extra_trusted_modules=trusted_modules).load()
+        return joblib.load(file)
+    return RestrictedUnpickler(file, extra_trusted_modules=trusted_modules).load()
 
 
-def detect_and_load(path: Path, trusted_modules: Iterable[str] = (), fmt: str | None = None) -> tuple[Any, str, str | None]:
-    """Load the artifact at `path` after its safety check; returns (object, format, pickled sklearn version).
+def check_artifact(file: BinaryIO, trusted_modules: Iterable[str] = (), max_model_bytes: int | None = None) -> str:
+    """The safety checks that need no unpickling (the web worker runs them on an upload before any
+    runner sees it); returns the format. Raises UnsafeArtifact / InvalidArtifact."""
+    trusted_modules = tuple(trusted_modules)
+    try:
+        if _is_skops(file):
+            _skops_trusted_types(file, trusted_modules)
+            return SKOPS
+        return scan_stream(file, _size(file), trusted_modules, max_model_bytes).format
+    finally:
+        file.seek(0)
 
-    Raises UnsafeArtifact before anything is unpickled, InvalidArtifact when it does not load.
+
+def detect_and_load(
+    file: BinaryIO, trusted_modules: Iterable[str] = (), fmt: str | None = None, max_model_bytes: int | None = None
+) -> tuple[Any, str, str | None]:
+    """Load the artifact in `file` (seekable) after its safety checks; returns (object, format,
+    pickled sklearn version).
+
+    Raises UnsafeArtifact before anything is unpickled (the scan) or right after (check_loaded:
+    callables and types found in the loaded state), InvalidArtifact when it does not load.
     """
     trusted_modules = tuple(trusted_modules)
-    if fmt == SKOPS or (fmt is None and _is_skops(path)):
-        loader, fmt = (lambda: _load_skops(path, trusted_modules)), SKOPS
+    if fmt == SKOPS or (fmt is None and _is_skops(file)):
+        loader, fmt = (lambda: _load_skops(file, trusted_modules)), SKOPS
     else:
-        report = scan_artifact(path, trusted_modules)
+        file.seek(0)
+        report = scan_stream(file, _size(file), trusted_modules, max_model_bytes)
         fmt = report.format
-        loader = lambda: _load_pickle(path, report.format, trusted_modules)
+        loader = lambda: _load_pickle(file, report.format, trusted_modules)
     pickled_version = None
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -200,6 +251,7 @@ def detect_and_load(path: Path, trusted_modules: Iterable[str] = (), fmt: str | 
         original = getattr(warning.message, "original_sklearn_version", None)
         if original:
             pickled_version = str(original)
+    check_loaded(obj, trusted_modules)
     return obj, fmt, pickled_version
 
 
@@ -213,26 +265,44 @@ def _public_name(cls: type) -> str:
     return ".".join(parts + [cls.__qualname__])
 
 
-def load_artifact(path: Path, trusted_modules: Iterable[str] = ()) -> LoadedArtifact:
-    """Load an uploaded artifact and check it can predict; raises InvalidArtifact/UnsafeArtifact."""
-    estimator, fmt, pickled_version = detect_and_load(path, trusted_modules)
-    if not callable(getattr(estimator, "predict", None)):
+def load_artifact(
+    file: BinaryIO, trusted_modules: Iterable[str] = (), fmt: str | None = None, max_model_bytes: int | None = None
+) -> LoadedArtifact:
+    """Load an artifact and describe it; raises InvalidArtifact/UnsafeArtifact.
+
+    Whatever the loaded object turns out to be (a class instead of a fitted instance, an object
+    whose attributes raise), describing it never fails otherwise: a surprise is an InvalidArtifact
+    naming it.
+    """
+    estimator, fmt, pickled_version = detect_and_load(file, trusted_modules, fmt, max_model_bytes)
+    if isinstance(estimator, type):
         raise InvalidArtifact(
-            f"The artifact holds a {_public_name(type(estimator))}, which has no predict method."
+            f"The artifact holds the class {_public_name(estimator)} itself, not a fitted instance of it: "
+            "save the fitted model (joblib.dump(model, ...)), not its class."
         )
-    classes = getattr(estimator, "classes_", None)
-    return LoadedArtifact(
-        estimator=estimator,
-        format=fmt,
-        estimator_name=_public_name(type(estimator)),
-        has_predict_proba=callable(getattr(estimator, "predict_proba", None)),
-        classes=[python_value(c) for c in np.asarray(classes).tolist()] if classes is not None else None,
-        library_versions={
-            "python": platform.python_version(),
-            "scikit-learn": pickled_version or sklearn.__version__,
-            "numpy": np.__version__,
-            "joblib": joblib.__version__,
-        },
-    )
-
-
+    try:
+        if not callable(getattr(estimator, "predict", None)):
+            raise InvalidArtifact(
+                f"The artifact holds a {_public_name(type(estimator))}, which has no predict method."
+            )
+        classes = getattr(estimator, "classes_", None)
+        return LoadedArtifact(
+            estimator=estimator,
+            format=fmt,
+            estimator_name=_public_name(type(estimator)),
+            has_predict_proba=callable(getattr(estimator, "predict_proba", None)),
+            classes=[python_value(c) for c in np.asarray(classes).tolist()] if classes is not None else None,
+            library_versions={
+                "python": platform.python_version(),
+                "scikit-learn": pickled_version or sklearn.__version__,
+                "numpy": np.__version__,
+                "joblib": joblib.__version__,
+            },
+        )
+    except InvalidArtifact:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the artifact's own attributes ran: report what broke
+        raise InvalidArtifact(
+            f"The loaded {_public_name(type(estimator))} cannot be inspected ({type(exc).__name__}): "
+            "is it a fitted scikit-learn model?"
+        ) from None

@@ -294,18 +294,15 @@ class ArtifactStore:
         _fsync_dir(self.objects)
 
     @contextlib.contextmanager
-    def verified(self, sha256: str) -> Iterator[Path]:
-        """A path to the artifact's bytes, checked to still hash to `sha256`, for the `with` block.
-
-        The path names the very file that was hashed (on Linux /proc/self/fd/<fd> of the open
-        file): a file renamed over the artifact after the check is never the one loaded.
+    def opened(self, sha256: str) -> Iterator[BinaryIO]:
+        """The artifact's bytes as an open file, checked to still hash to `sha256`, for the `with`
+        block. A runner is handed this very file (its descriptor): a file renamed over the
+        artifact after the check is never the one loaded, and runners need no access to the store.
         Raises ArtifactUnavailable when it is missing or damaged.
         """
-        path = self.path_for(sha256)
-        f = _open_checked(path, sha256)
-        with f:
-            held = Path(f"/proc/self/fd/{f.fileno()}")
-            yield held if held.exists() else path
+        with _open_checked(self.path_for(sha256), sha256) as f:
+            f.seek(0)
+            yield f
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()

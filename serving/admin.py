@@ -69,7 +69,7 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
 class Upload(MethodView):
     @blp.arguments(UploadSchema, location="multipart")
     @blp.response(201, VersionSchema, headers={"Location": {"description": "URL of the new version", "schema": {"type": "string"}}})
-    @blp.errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
+    @blp.errors(400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
     def post(self, parts: dict[str, Any], name: str) -> tuple[Any, int, dict[str, str]]:
         """Upload a new version (joblib, pickle or skops file + optional JSON metadata)"""
         metadata = _parse_metadata(parts.get("metadata"))

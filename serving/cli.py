@@ -22,6 +22,8 @@ from model_store.store import ArtifactStore, StoreFile
 from registry import service
 from registry.db import Database
 from serving.config import ConfigError, Settings
+from serving.runners.confine import sandbox_unavailable
+from serving.runners.pool import stop_zygote
 from serving.store_gc import find_garbage, remove_garbage
 
 log = logging.getLogger("maas")
@@ -61,7 +63,9 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from serving.app import create_app
 
-        return create_app(self.settings, upgrade_db=False)
+        app = create_app(self.settings, upgrade_db=False)
+        app.extensions["maas"].runners.warm()  # the zygote imports while the worker starts
+        return app
 
 
 def _upgrade(database: Database, revision: str = "head") -> None:
@@ -105,6 +109,7 @@ def main() -> None:
 def serve(host: str, port: int, workers: int, threads: int, database_url: str | None, store_dir: str | None, demo: bool) -> None:
     """Start the production server (gunicorn) after bringing the database schema up to date."""
     settings = _settings(database_url=database_url, store_dir=store_dir)
+    check_sandbox(settings)
     database = Database(settings.database_url)
     _upgrade(database)
     if demo:
@@ -129,6 +134,23 @@ def serve(host: str, port: int, workers: int, threads: int, database_url: str | 
     GunicornServer(settings, options).run()
 
 
+def check_sandbox(settings: Settings) -> None:
+    """Refuse to serve unconfined models unless told to (MAAS_SANDBOX=off), and say so every time."""
+    if not settings.sandbox:
+        log.warning(
+            "MAAS_SANDBOX=off: model runners are NOT confined. An uploaded model can read and write "
+            "files, open network connections and start processes as this server's user; it still runs "
+            "in a process of its own, without the server's environment, within its memory and time limits."
+        )
+        return
+    reason = sandbox_unavailable()
+    if reason:
+        raise click.ClickException(
+            f"model runners cannot be confined here: {reason}. Set MAAS_SANDBOX=off to serve unconfined "
+            "models anyway (only for models from uploaders you trust)."
+        )
+
+
 def register_demo(settings: Settings, database: Database) -> None:
     """Register the demo model unless the registry already holds models."""
     with database.read() as session:
@@ -145,7 +167,8 @@ def register_demo(settings: Settings, database: Database) -> None:
     try:
         version = register_upload(rt, DEMO_MODEL, demo_artifact(), DEMO_METADATA)
     finally:
-        rt.db.dispose()
+        rt.close()
+        stop_zygote()  # the workers gunicorn forks next start their own
     click.echo(f"registered demo model {DEMO_MODEL} version {version.version}")
 
 

@@ -25,6 +25,30 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not 0 < value <= 86_400:
+        raise ConfigError(f"{name} must be more than 0 and at most 86400 seconds, not {raw}")
+    return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("on", "1", "true", "yes"):
+        return True
+    if raw in ("off", "0", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be 'on' or 'off', not {env.get(name)!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///maas-data/registry.db"
@@ -37,6 +61,14 @@ class Settings:
     max_request_bytes: int = 10_485_760
     default_model: str | None = None
     trusted_modules: tuple[str, ...] = field(default_factory=tuple)
+    predict_timeout: float = 10.0
+    runner_memory: int = 2_147_483_648
+    max_model_bytes: int | None = None  # None: 4 x max_upload_bytes
+    sandbox: bool = True
+
+    @property
+    def model_bytes_limit(self) -> int:
+        return self.max_model_bytes if self.max_model_bytes is not None else 4 * self.max_upload_bytes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -56,6 +88,10 @@ class Settings:
             max_request_bytes=_int(env, "MAAS_MAX_REQUEST_BYTES", cls.max_request_bytes),
             default_model=env.get("MAAS_DEFAULT_MODEL") or None,
             trusted_modules=trusted,
+            predict_timeout=_seconds(env, "MAAS_PREDICT_TIMEOUT", cls.predict_timeout),
+            runner_memory=_int(env, "MAAS_RUNNER_MEMORY", cls.runner_memory, minimum=64 << 20),
+            max_model_bytes=_int(env, "MAAS_MAX_MODEL_BYTES", 0) or None,
+            sandbox=_switch(env, "MAAS_SANDBOX", cls.sandbox),
         )
         known = {f.name for f in fields(cls)}
         return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})

@@ -18,6 +18,8 @@ from model_store.errors import (
     InvalidArtifact,
     ModelStoreError,
     PredictionFailed,
+    RunnerFailed,
+    RunnerTimedOut,
     StoreWriteFailed,
 )
 from registry.db import is_unreachable
@@ -107,6 +109,8 @@ _STORE_STATUS = {
     ArtifactTooLarge: 413,
     ArtifactUnavailable: 503,
     StoreWriteFailed: 503,
+    RunnerFailed: 503,
+    RunnerTimedOut: 504,
     PredictionFailed: 422,
     InvalidArtifact: 422,
 }

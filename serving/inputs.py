@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from serving.errors import RequestError
 
@@ -110,12 +109,12 @@ class InputSchema:
     def __init__(
         self,
         model: str,
-        version: int,
+        version: int | None,
         features: Sequence[Mapping[str, Any]],
         column_names: Sequence[str] | None,
         max_rows: int,
     ) -> None:
-        self.label = f"'{model}' version {version}"
+        self.label = f"'{model}' version {version}" if version is not None else f"the uploaded model '{model}'"
         self.features = [
             dict(
                 f,
@@ -125,7 +124,7 @@ class InputSchema:
             for f in features
         ]
         self.by_name = {f["name"]: f for f in self.features}
-        # Models fitted on a DataFrame get one with their own column order; others get numpy.
+        # Models fitted on a DataFrame get one in their own column order; others get numpy.
         self.column_names = list(column_names) if column_names is not None else None
         self.max_rows = max_rows
 
@@ -182,8 +181,9 @@ class InputSchema:
             )
 
     # -- the check ----------------------------------------------------------------------
-    def to_model_input(self, data: Any) -> tuple[Any, int]:
-        """The model's input (DataFrame or 2-D array) and its row count.
+    def check(self, data: Any) -> tuple[dict[str, np.ndarray], int]:
+        """The checked columns (one typed array per feature, in the schema's order) and the row
+        count; a runner assembles the model's input from them (serving.runners.runner.assemble).
 
         Raises RequestError 422 naming every offending feature (and row), 413 past the row limit.
         """
@@ -240,8 +240,4 @@ class InputSchema:
             )
         for name, values in checked.items():
             typed[name] = _to_array(self.by_name[name]["type"], values)
-        if self.column_names is not None:
-            return pd.DataFrame({name: typed[name] for name in self.column_names}, copy=False), n
-        if len(typed) == 1 or len({a.dtype for a in typed.values()}) == 1:
-            return np.column_stack([typed[f["name"]] for f in self.features]), n
-        return np.column_stack([typed[f["name"]].astype(object) for f in self.features]), n
+        return {f["name"]: typed[f["name"]] for f in self.features}, n

@@ -24,7 +24,7 @@ from serving.schemas import (
 
 blp = Blueprint("predict", __name__, url_prefix="/api", description="Predictions")
 
-PREDICT_ERRORS = (400, 401, 404, 413, 415, 422, 503)
+PREDICT_ERRORS = (400, 401, 404, 413, 415, 422, 503, 504)
 
 
 def _predict(name: str, selector: object, body: dict[str, Any]) -> Response:

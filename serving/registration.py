@@ -1,4 +1,9 @@
-"""Registering an uploaded artifact: store, check, load, infer, try the example, record."""
+"""Registering an uploaded artifact: store, scan, load and inspect in a runner, try the example, record.
+
+The web worker stores the bytes and scans them (nothing is unpickled here); loading, inferring the
+schema and trying the example happen in a fresh confined runner, which, once the version is
+recorded, goes on serving it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from model_store.errors import InvalidArtifact, PredictionFailed
-from model_store.loader import load_artifact
-from model_store.schema import check_declared_schema, infer_feature_schema
+from model_store.loader import check_artifact
+from model_store.schema import FEATURE_TYPES
 from model_store.store import StoredArtifact, StoreFile
 from registry import service
 from registry.errors import Conflict, InvalidInput
@@ -16,7 +21,8 @@ from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
 from serving.errors import RequestError
-from serving.runtime import Runtime, run_model
+from serving.runners.pool import Runner
+from serving.runtime import Runtime, run_model, version_key
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +42,33 @@ def register_upload(
             f"Invalid model name {name!r}: it must match ^[a-z0-9][a-z0-9._-]{{0,63}}$."
         )
     stored = rt.store.put(upload, rt.settings.max_upload_bytes)
+    runner: Runner | None = None
     try:
-        loaded = load_artifact(stored.path, rt.settings.trusted_modules)
-        if metadata.get("features"):
-            features = check_declared_schema(metadata["features"], loaded.estimator)
-        else:
-            features = infer_feature_schema(loaded.estimator)
+        with rt.store.opened(stored.sha256) as file:
+            # The first gate, here: a static scan (nothing is unpickled) refuses what names code
+            # outside the allow-list before any runner sees the bytes.
+            fmt = check_artifact(file, rt.settings.trusted_modules, rt.settings.model_bytes_limit)
+            runner = rt.runners.start(f"The uploaded model '{name}'")
+            declared = metadata.get("features")
+            reply = runner.load(file, fmt, "declared" if declared else "infer", declared or None)
+        facts = runner.facts
+        features = _checked_features(reply.get("features"))
         if "example" in metadata:
-            _try_example(rt, name, features, loaded.estimator, metadata["example"])
-        facts = ArtifactFacts(
-            format=loaded.format,
+            _try_example(rt, runner, name, features, metadata["example"])
+        artifact = ArtifactFacts(
+            format=facts["format"],
             sha256=stored.sha256,
             size_bytes=stored.size_bytes,
-            estimator=loaded.estimator_name,
-            has_predict_proba=loaded.has_predict_proba,
-            classes=loaded.classes,
-            library_versions=loaded.library_versions,
+            estimator=facts["estimator"],
+            has_predict_proba=facts["has_predict_proba"],
+            classes=facts["classes"],
+            library_versions=facts["library_versions"],
         )
         with rt.db.write() as session:
             version = service.register_version(
                 session,
                 name,
-                facts,
+                artifact,
                 features,
                 description=metadata.get("description"),
                 tags=metadata.get("tags"),
@@ -75,21 +86,45 @@ def register_upload(
                     " recorded (`maas store gc` found it unreferenced); upload it again."
                 )
     except BaseException:
+        if runner is not None:
+            runner.kill()
         if stored.created:
             _forget_artifact(rt, stored)
         raise
-    rt.estimators.put(stored.sha256, loaded.estimator)
+    assert runner is not None
+    runner.label = f"Version {version.version} of '{name}'"
+    rt.runners.adopt(version_key(name, version.version, stored.sha256), runner)
     log.info("registered %s version %s (sha256 %s)", name, version.version, stored.sha256)
     return version
 
 
-def _try_example(
-    rt: Runtime, name: str, features: list[dict[str, Any]], estimator: Any, example: Any
-) -> None:
-    inputs = rt.compile_inputs(name, 0, features, estimator)
+_FEATURE_KEYS = {"name", "type", "required", "allowed", "minimum", "maximum"}
+
+
+def _checked_features(features: Any) -> list[dict[str, Any]]:
+    """The feature schema a runner inferred or checked: its answer is data from the uploader's
+    process, so its shape is checked here before anything records it."""
+    if not isinstance(features, list) or not features or len(features) > 100_000:
+        raise InvalidArtifact("The model's feature schema could not be determined.")
+    for f in features:
+        if not (
+            isinstance(f, dict)
+            and set(f) == _FEATURE_KEYS
+            and isinstance(f["name"], str)
+            and f["type"] in FEATURE_TYPES
+            and isinstance(f["required"], bool)
+            and (f["allowed"] is None or isinstance(f["allowed"], list))
+            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (f["minimum"], f["maximum"]))
+        ):
+            raise InvalidArtifact("The model's feature schema could not be determined (a malformed feature).")
+    return features
+
+
+def _try_example(rt: Runtime, runner: Runner, name: str, features: list[dict[str, Any]], example: Any) -> None:
+    inputs = rt.compile_inputs(name, None, features, runner.facts)
     try:
-        model_input, _ = inputs.to_model_input(example)
-        run_model(name, 0, estimator, model_input, with_probabilities=False)
+        columns, rows = inputs.check(example)
+        run_model(runner, name, 0, inputs, columns, rows, with_probabilities=False)
     except RequestError as exc:
         raise InvalidArtifact(f"The example does not fit the feature schema: {exc.message}") from None
     except PredictionFailed as exc:

@@ -11,11 +11,9 @@ from typing import Any
 import numpy as np
 from cachetools import LRUCache
 from flask import Flask, current_app
-from sklearn.pipeline import Pipeline
 from sqlalchemy import event
 
-from model_store.cache import EstimatorCache
-from model_store.errors import ArtifactUnavailable, PredictionFailed
+from model_store.errors import ArtifactUnavailable, InvalidArtifact, PredictionFailed
 from model_store.schema import feature
 from model_store.store import ArtifactStore
 from registry import service
@@ -25,6 +23,7 @@ from registry.names import parse_selector
 from registry.service import VersionRef
 from serving.config import Settings
 from serving.inputs import InputSchema
+from serving.runners.pool import Runner, RunnerLimits, RunnerPool
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,10 @@ RESOLUTIONS_KEPT = 4096
 
 
 def _json_values(values: Any) -> list[Any]:
-    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as null."""
+    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as null. A list comes from a
+    runner already as checked JSON values (serving.runners.protocol)."""
+    if isinstance(values, list):
+        return values
     array = np.asarray(values)
     if array.dtype.kind in "biuU" or (array.dtype.kind == "f" and np.isfinite(array).all()):
         return array.tolist()  # type: ignore[no-any-return]
@@ -112,6 +114,15 @@ class ResolvedVersions:
         return ref
 
 
+VersionKey = tuple[str, int, str]
+
+
+def version_key(model: str, version: int, sha256: str) -> VersionKey:
+    """What the caches of a worker key a version by. A model's version numbers are never reused,
+    even after a delete (unlike row ids, which SQLite reuses), and the sha256 pins the bytes."""
+    return (model, version, sha256)
+
+
 class Runtime:
     """The per-worker services behind the blueprints; built by create_app, found via `runtime()`."""
 
@@ -119,8 +130,17 @@ class Runtime:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.store = ArtifactStore(settings.store_dir)
-        self.estimators = EstimatorCache(self.store, settings.cache_models, settings.trusted_modules)
-        self._inputs: LRUCache[int, InputSchema] = LRUCache(INPUT_SCHEMAS_KEPT)
+        self.runners = RunnerPool(
+            RunnerLimits(
+                memory_bytes=settings.runner_memory,
+                timeout=settings.predict_timeout,
+                max_model_bytes=settings.model_bytes_limit,
+                trusted_modules=settings.trusted_modules,
+                sandbox=settings.sandbox,
+            ),
+            settings.cache_models,
+        )
+        self._inputs: LRUCache[VersionKey, InputSchema] = LRUCache(INPUT_SCHEMAS_KEPT)
         self._inputs_lock = threading.Lock()
         self.resolved = ResolvedVersions()
         # Fired after the pool's pre-ping succeeded: the first request (or readiness probe) that
@@ -131,10 +151,31 @@ class Runtime:
         self.store.init()
         app.extensions["maas"] = self
 
-    def input_schema(self, ref: VersionRef, estimator: Any) -> InputSchema:
+    def close(self) -> None:
+        """Stop this worker's runners and close its database connections."""
+        self.runners.close()
+        self.db.dispose()
+
+    # -- a version, served -------------------------------------------------------------------
+    def runner(self, ref: VersionRef) -> Runner:
+        """The runner serving `ref`, started and loaded when this worker has none (or it died).
+        Raises ArtifactUnavailable (503) when the artifact is missing, damaged or does not load."""
+        label = f"Version {ref.version} of '{ref.model}'"
+
+        def load(runner: Runner) -> None:
+            try:
+                with self.store.opened(ref.sha256) as file:
+                    runner.load(file, ref.format)
+            except (ArtifactUnavailable, InvalidArtifact) as exc:
+                raise ArtifactUnavailable(f"{label} cannot be served: {exc.message}") from None
+
+        return self.runners.get(version_key(ref.model, ref.version, ref.sha256), label, load)
+
+    def input_schema(self, ref: VersionRef, facts: dict[str, Any]) -> InputSchema:
         """The compiled feature schema of a version (read from the database once per worker)."""
+        key = version_key(ref.model, ref.version, ref.sha256)
         with self._inputs_lock:
-            schema = self._inputs.get(ref.id)
+            schema = self._inputs.get(key)
             if schema is not None:
                 return schema
         with self.db.read() as session:
@@ -142,23 +183,17 @@ class Runtime:
                 feature(f.name, f.type, required=f.required, allowed=f.allowed, minimum=f.minimum, maximum=f.maximum)
                 for f in service.get_features(session, ref.id)
             ]
-        schema = self.compile_inputs(ref.model, ref.version, features, estimator)
+        schema = self.compile_inputs(ref.model, ref.version, features, facts)
         with self._inputs_lock:
-            self._inputs[ref.id] = schema
+            self._inputs[key] = schema
         return schema
 
     def compile_inputs(
-        self, model: str, version: int, features: list[dict[str, Any]], estimator: Any
+        self, model: str, version: int | None, features: list[dict[str, Any]], facts: dict[str, Any]
     ) -> InputSchema:
-        names = getattr(estimator, "feature_names_in_", None)
-        return InputSchema(
-            model,
-            version,
-            features,
-            [str(n) for n in names] if names is not None else None,
-            self.settings.max_batch_rows,
-        )
+        return InputSchema(model, version, features, facts.get("feature_names"), self.settings.max_batch_rows)
 
+    # -- resolving ---------------------------------------------------------------------------
     def resolve(self, name: str, selector: object) -> VersionRef:
         """The version a prediction's (model, selector) names now; raises NotFound.
 
@@ -189,49 +224,31 @@ class Runtime:
         return ref
 
     def predict(self, name: str, selector: object, data: Any, with_probabilities: bool) -> Prediction:
-        """Resolve, check, predict: the hot path of every prediction route."""
+        """Resolve, check, predict in the version's runner: the hot path of every prediction route."""
         ref = self.resolve(name, selector)
-        try:
-            estimator = self.estimators.get(ref.sha256, ref.format)
-        except ArtifactUnavailable as exc:
-            raise ArtifactUnavailable(
-                f"Version {ref.version} of '{ref.model}' cannot be served: {exc.message}"
-            ) from None
-        model_input, _ = self.input_schema(ref, estimator).to_model_input(data)
-        return run_model(ref.model, ref.version, estimator, model_input, with_probabilities)
+        runner = self.runner(ref)
+        inputs = self.input_schema(ref, runner.facts)
+        columns, rows = inputs.check(data)
+        return run_model(runner, ref.model, ref.version, inputs, columns, rows, with_probabilities)
 
 
 def run_model(
-    model: str, version: int, estimator: Any, model_input: Any, with_probabilities: bool
+    runner: Runner,
+    model: str,
+    version: int,
+    inputs: InputSchema,
+    columns: dict[str, np.ndarray],
+    rows: int,
+    with_probabilities: bool,
 ) -> Prediction:
-    """Call the estimator; its own failures become PredictionFailed (422), never a 500."""
-    label = f"'{model}' version {version}"
-    if with_probabilities and not callable(getattr(estimator, "predict_proba", None)):
-        raise PredictionFailed(f"Model {label} has no predict_proba: it cannot return probabilities.")
-    try:
-        probabilities = None
-        if with_probabilities:
-            final, final_input = _final_step(estimator, model_input)
-            predictions = _json_values(final.predict(final_input))
-            proba = np.asarray(final.predict_proba(final_input), dtype=np.float64)
-            keys = [str(c) for c in np.asarray(final.classes_).tolist()]
-            probabilities = [dict(zip(keys, _json_values(row))) for row in proba]
-        else:
-            predictions = _json_values(estimator.predict(model_input))
-    except Exception as exc:  # noqa: BLE001 - the model's code, not ours: report it narrowly
-        raise PredictionFailed(
-            f"Model {label} failed to predict on this input ({type(exc).__name__})."
-        ) from None
-    return Prediction(model, version, predictions, probabilities)
-
-
-def _final_step(estimator: Any, model_input: Any) -> tuple[Any, Any]:
-    """A pipeline's last step and the input transformed by the steps before it, as its predict and
-    predict_proba would each do: asked for both, the transforms then run once, not twice."""
-    while isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
-        model_input = estimator[:-1].transform(model_input)
-        estimator = estimator[-1]
-    return estimator, model_input
+    """Ask the runner; the model's own failures are PredictionFailed (422), never a 500."""
+    if with_probabilities and not runner.facts.get("has_predict_proba"):
+        raise PredictionFailed(f"Model {inputs.label} has no predict_proba: it cannot return probabilities.")
+    predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+    probabilities = None
+    if proba is not None and keys is not None:
+        probabilities = [dict(zip(keys, _json_values(row))) for row in proba]
+    return Prediction(model, version, _json_values(predictions), probabilities)
 
 
 def runtime() -> Runtime:

@@ -85,7 +85,7 @@ def make_app(settings: Settings) -> Iterator[Any]:
 
     yield build
     for app in apps:
-        app.extensions["maas"].db.dispose()
+        app.extensions["maas"].close()
 
 
 @pytest.fixture

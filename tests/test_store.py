@@ -22,7 +22,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-from model_store.cache import EstimatorCache
 from model_store.errors import (
     ArtifactTooLarge,
     ArtifactUnavailable,
@@ -58,52 +57,29 @@ def test_put_over_the_limit_leaves_nothing(store: ArtifactStore) -> None:
     assert list(store.tmp.iterdir()) == [] and list(store.objects.rglob("*")) == []
 
 
-def test_verified_detects_damage_and_loss(store: ArtifactStore) -> None:
+def test_opened_detects_damage_and_loss(store: ArtifactStore) -> None:
     stored = store.put(io.BytesIO(b"model bytes"))
-    with store.verified(stored.sha256) as path:
-        assert path.read_bytes() == b"model bytes"
+    with store.opened(stored.sha256) as f:
+        assert f.read() == b"model bytes"
     stored.path.write_bytes(b"model bytez")
-    with pytest.raises(ArtifactUnavailable, match="damaged"), store.verified(stored.sha256):
+    with pytest.raises(ArtifactUnavailable, match="damaged"), store.opened(stored.sha256):
         pass
     stored.path.unlink()
-    with pytest.raises(ArtifactUnavailable, match="missing"), store.verified(stored.sha256):
+    with pytest.raises(ArtifactUnavailable, match="missing"), store.opened(stored.sha256):
         pass
 
 
-def test_verified_path_stays_on_the_bytes_that_were_checked(store: ArtifactStore, tmp_path: Path) -> None:
+def test_opened_file_stays_on_the_bytes_that_were_checked(store: ArtifactStore, tmp_path: Path) -> None:
     stored = store.put(io.BytesIO(b"model bytes"))
-    with store.verified(stored.sha256) as path:
-        # Another file renamed over the artifact after the check is not what the loader reads.
+    with store.opened(stored.sha256) as f:
+        # Another file renamed over the artifact after the check is not what a runner reads.
         swapped = tmp_path / "swapped"
         swapped.write_bytes(b"other bytes")
         os.replace(swapped, stored.path)
-        assert path.read_bytes() == b"model bytes"
+        assert f.read() == b"model bytes"
     assert stored.path.read_bytes() == b"other bytes"
     with pytest.raises(ArtifactUnavailable):
         store.path_for("../../etc/passwd")
-
-
-def test_cache_loads_once_and_evicts(store: ArtifactStore, credit_pipeline: Any, regressor: Any) -> None:
-    a = store.put(io.BytesIO(joblib_bytes(credit_pipeline))).sha256
-    b = store.put(io.BytesIO(joblib_bytes(regressor))).sha256
-    cache = EstimatorCache(store, maxsize=1)
-    first = cache.get(a, "joblib")
-    assert cache.get(a, "joblib") is first and cache.loads == 1 and cache.hits == 1
-    store.path_for(a).unlink()  # warm: no disk read any more
-    assert cache.get(a, "joblib") is first
-    cache.get(b, "joblib")
-    assert len(cache) == 1
-    with pytest.raises(ArtifactUnavailable, match="missing"):
-        cache.get(a, "joblib")
-
-
-def test_cache_refuses_damaged_artifact(store: ArtifactStore, credit_pipeline: Any) -> None:
-    stored = store.put(io.BytesIO(joblib_bytes(credit_pipeline)))
-    data = bytearray(stored.path.read_bytes())
-    data[-10] ^= 0xFF
-    stored.path.write_bytes(bytes(data))
-    with pytest.raises(ArtifactUnavailable, match="damaged"):
-        EstimatorCache(store, 4).get(stored.sha256, "joblib")
 
 
 # -- schema inference -----------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""The runner's own loop: load one artifact, describe it, predict with it. Runs confined.
+
+A runner serves one model version for its whole life, so no model ever sees another's inputs.
+It answers data only (protocol.py); what goes wrong inside the model comes back as an error kind
+and the exception's class name, never as an object.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model_store.errors import InvalidArtifact, UnsafeArtifact
+from serving.runners import protocol
+
+# What the web worker may send a runner in one message: a batch of rows as columns.
+MAX_REQUEST_BYTES = 1 << 30
+
+
+class _Failed(Exception):
+    """The model raised; the web worker is told its class name only."""
+
+    def __init__(self, kind: str, exc: BaseException) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.exc = exc
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer the web worker's messages until it hangs up."""
+    state = _State()
+    while True:
+        try:
+            header, arrays, fds = protocol.recv(sock, MAX_REQUEST_BYTES, with_fds=True)
+        except protocol.PeerClosed:
+            return
+        reply_arrays: list[np.ndarray] = []
+        try:
+            reply = state.handle(header, arrays, fds, reply_arrays)
+        except MemoryError:
+            reply_arrays = []
+            reply = _error("memory", "the model ran out of memory")
+        except UnsafeArtifact as exc:
+            reply = _error("unsafe", exc.message, offending=exc.offending)
+        except InvalidArtifact as exc:
+            reply = _error("invalid", exc.message)
+        except _Failed as exc:
+            reply = _error(exc.kind, _exception_name(exc.exc))
+        except Exception as exc:  # noqa: BLE001 - our own code failing here must still answer
+            reply = _error("failed", _exception_name(exc))
+        finally:
+            for fd in fds:
+                _close(fd)
+        try:
+            protocol.send(sock, reply, reply_arrays)
+        except protocol.ProtocolError as exc:  # e.g. an answer too large: say so instead
+            protocol.send(sock, _error("failed", f"the model's answer cannot be sent ({exc})"))
+        if reply.get("error", {}).get("kind") == "memory":
+            os._exit(3)  # after a MemoryError nothing in this process can be trusted to work
+
+
+def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"ok": False, "error": {"kind": kind, "message": message[: protocol.MAX_STRING], **extra}}
+
+
+def _exception_name(exc: BaseException) -> str:
+    name = type(exc).__name__
+    return name if isinstance(name, str) and name.isidentifier() and len(name) <= 100 else "Exception"
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+class _State:
+    def __init__(self) -> None:
+        self.estimator: Any = None
+
+    def handle(self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]) -> dict[str, Any]:
+        op = header.get("op")
+        if op == "load":
+            return self.load(header, fds)
+        if op == "predict":
+            return self.predict(header, arrays, out)
+        if op == "ping":
+            return {"ok": True}
+        raise ValueError(f"unknown op {op!r}")
+
+    # -- load and describe ---------------------------------------------------------------------
+    def load(self, header: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        from model_store.loader import load_artifact
+        from model_store.schema import check_declared_schema, infer_feature_schema
+
+        if self.estimator is not None or len(fds) != 1:
+            raise ValueError("a runner loads exactly one artifact, handed over as one descriptor")
+        with os.fdopen(os.dup(fds[0]), "rb") as file:
+            loaded = load_artifact(file, header.get("trusted_modules", ()), header.get("format"), header.get("max_model_bytes"))
+        estimator = loaded.estimator
+        try:
+            names = getattr(estimator, "feature_names_in_", None)
+            feature_names = [str(n) for n in names] if names is not None else None
+            n_features = getattr(estimator, "n_features_in_", None)
+            schema = header.get("schema")
+            features = None
+            if schema == "declared":
+                features = check_declared_schema(header["features"], estimator)
+            elif schema == "infer":
+                features = infer_feature_schema(estimator)
+        except InvalidArtifact:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the artifact's own attributes ran
+            raise InvalidArtifact(
+                f"The loaded {loaded.estimator_name} cannot be inspected ({_exception_name(exc)}): is it a fitted "
+                "scikit-learn model?"
+            ) from None
+        self.estimator = estimator
+        return {
+            "ok": True,
+            "facts": {
+                "format": loaded.format,
+                "estimator": loaded.estimator_name,
+                "has_predict_proba": loaded.has_predict_proba,
+                "classes": [protocol._json_scalar(c) for c in loaded.classes] if loaded.classes is not None else None,
+                "library_versions": loaded.library_versions,
+                "feature_names": feature_names,
+                "n_features": n_features if type(n_features) is int else None,
+            },
+            "features": features,
+        }
+
+    # -- predict -------------------------------------------------------------------------------
+    def predict(self, header: dict[str, Any], arrays: list[np.ndarray], out: list[np.ndarray]) -> dict[str, Any]:
+        if self.estimator is None:
+            raise ValueError("predict before load")
+        rows = header["rows"]
+        columns = {c["name"]: _column(protocol.unpack_values(c["values"], arrays, rows)) for c in header["columns"]}
+        order = [c["name"] for c in header["columns"]]
+        model_input = assemble(columns, order, header.get("frame"))
+        estimator = self.estimator
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if header.get("probabilities"):
+                    final, final_input = _final_step(estimator, model_input)
+                    predictions = np.asarray(final.predict(final_input))
+                    proba = np.asarray(final.predict_proba(final_input), dtype=np.float64)
+                    keys = [str(c) for c in np.asarray(final.classes_).tolist()]
+                else:
+                    predictions = np.asarray(estimator.predict(model_input))
+                    proba, keys = None, None
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model's code, not ours: report it narrowly
+            raise _Failed("failed", exc) from None
+        reply: dict[str, Any] = {"ok": True, "predictions": protocol.pack_values(predictions, out)}
+        if proba is not None:
+            if proba.ndim != 2 or proba.shape[0] != len(predictions) or proba.shape[1] != len(keys or ()):
+                raise _Failed("failed", ValueError("predict_proba's shape does not match the classes"))
+            out.append(proba)
+            reply["probabilities"] = {"keys": keys, "array": len(out) - 1}
+        return reply
+
+
+def _column(values: Any) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values
+    return np.array([math.nan if v is None else v for v in values], dtype=object)
+
+
+def assemble(columns: dict[str, np.ndarray], order: list[str], frame: list[str] | None) -> Any:
+    """The model's input: a DataFrame in the fitted column order for models fitted on one, else a
+    2-D array (one dtype when the columns share it, objects otherwise)."""
+    if frame is not None:
+        return pd.DataFrame({name: columns[name] for name in frame}, copy=False)
+    typed = [columns[name] for name in order]
+    if len(typed) == 1 or len({a.dtype for a in typed}) == 1:
+        return np.column_stack(typed)
+    return np.column_stack([a.astype(object) for a in typed])
+
+
+def _final_step(estimator: Any, model_input: Any) -> tuple[Any, Any]:
+    """A pipeline's last step and the input transformed by the steps before it, as its predict and
+    predict_proba would each do: asked for both, the transforms then run once, not twice."""
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
+        model_input = estimator[:-1].transform(model_input)
+        estimator = estimator[-1]
+    return estimator, model_input
