@@ -13,6 +13,7 @@ import ctypes
 import os
 import socket
 import subprocess
+import time
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,14 @@ def _loop(_: str) -> None:
         pass
 
 
+def _sleep(seconds: str) -> None:
+    time.sleep(float(seconds))
+
+
+def _huge_answer(_: str) -> str:
+    return "x" * 1_000_000  # one string per row, far over what a runner may answer
+
+
 def _crash(_: str) -> None:
     ctypes.string_at(0)  # reads address 0: SIGSEGV
 
@@ -118,4 +127,6 @@ ATTACKS = {
     "allocate": _allocate,
     "loop": _loop,
     "crash": _crash,
+    "sleep": _sleep,
+    "huge_answer": _huge_answer,
 }
