@@ -110,9 +110,12 @@ def bench_http(table: Table, url: str, requests_count: int) -> None:
 
 
 def bench_in_process(table: Table, workdir: Path, requests_count: int) -> None:
+    import joblib
+
     from registry import service
     from serving.app import create_app
     from serving.config import Settings
+    from serving.runners.runner import assemble
 
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'maas-data' / 'registry.db'}",
@@ -123,19 +126,26 @@ def bench_in_process(table: Table, workdir: Path, requests_count: int) -> None:
     with app.app_context():
         with rt.db.read() as session:
             ref = service.resolve_version_ref(session, DEMO_MODEL, "latest")
-        estimator = rt.estimators.get(ref.sha256, ref.format)
-        inputs = rt.input_schema(ref, estimator)
-        model_input, _ = inputs.to_model_input(DEMO_EXAMPLE)  # the one-row DataFrame the service builds
+        runner = rt.runner(ref)
+        inputs = rt.input_schema(ref, runner.facts)
+        columns, rows = inputs.check(DEMO_EXAMPLE)
+        # The bench loads its own demo artifact in-process, to time the model itself; the server
+        # never does (models run in runners).
+        estimator = joblib.load(rt.store.path_for(ref.sha256))
+        model_input = assemble(columns, list(columns), inputs.column_names)  # the one-row DataFrame a runner builds
         table.add("in-process estimator.predict, 1 row", 1,
                   timed(lambda: estimator.predict(model_input), requests_count, warmup=200))
+        table.add("runner call (hop + DataFrame + predict), 1 row", 1,
+                  timed(lambda: runner.predict(columns, rows, inputs.column_names, False), requests_count, warmup=200))
         def resolve() -> None:
             with rt.db.read() as session:
                 service.resolve_version_ref(session, DEMO_MODEL, "latest")
 
         table.add("in-process registry resolve (1 query)", 1, timed(resolve, requests_count, warmup=200))
         table.add("in-process input check, 1 row", 1,
-                  timed(lambda: inputs.to_model_input(DEMO_EXAMPLE), requests_count, warmup=200))
-        big_input, _ = inputs.to_model_input(columnar(10_000))
+                  timed(lambda: inputs.check(DEMO_EXAMPLE), requests_count, warmup=200))
+        big_columns, _ = inputs.check(columnar(10_000))
+        big_input = assemble(big_columns, list(big_columns), inputs.column_names)
         table.add("in-process estimator.predict, 10,000 rows", 10_000,
                   timed(lambda: estimator.predict(big_input), 20, warmup=3))
     client = app.test_client()
@@ -147,7 +157,7 @@ def bench_in_process(table: Table, workdir: Path, requests_count: int) -> None:
             sys.exit(f"prediction failed: {response.status_code} {response.get_data(as_text=True)[:500]}")
 
     table.add("in-process Flask test client /api/predict, 1 row", 1, timed(call, requests_count, warmup=200))
-    rt.db.dispose()
+    rt.close()
 
 
 def main() -> None:

@@ -50,15 +50,18 @@ def send(sock: socket.socket, header: dict[str, Any], arrays: Sequence[np.ndarra
     if len(body) > MAX_HEADER_BYTES:
         raise ProtocolError(f"message header of {len(body)} bytes is over the limit of {MAX_HEADER_BYTES}")
     head = _LENGTH.pack(len(body)) + body
+    # One gathered write for the whole message: the peer wakes once, not once per column.
+    parts = [memoryview(head), *(memoryview(b).cast("B") for b in buffers if b.nbytes)]
     if fds:
         sent = socket.send_fds(sock, [head], list(fds))
-        if sent < len(head):
-            sock.sendall(head[sent:])
-    else:
-        sock.sendall(head)
-    for buffer in buffers:
-        if buffer.nbytes:
-            sock.sendall(memoryview(buffer).cast("B"))
+        parts[0] = parts[0][sent:]
+    while parts:
+        sent = sock.sendmsg(parts)
+        while parts and sent >= len(parts[0]):
+            sent -= len(parts[0])
+            parts.pop(0)
+        if parts and sent:
+            parts[0] = parts[0][sent:]
 
 
 def _wire_array(array: np.ndarray) -> np.ndarray:
@@ -103,14 +106,20 @@ def recv(
         if not isinstance(specs, list):
             raise ProtocolError("'arrays' must be a list")
         budget = max_bytes - length
-        arrays = []
+        layout = []
         for spec in specs:
             dtype, shape = _checked_spec(spec)
             nbytes = dtype.itemsize * math.prod(shape)
             budget -= nbytes
             if budget < 0:
                 raise ProtocolError(f"message buffers are over the limit of {max_bytes} bytes")
-            arrays.append(np.frombuffer(_read_exact(sock, nbytes, deadline), dtype=dtype).reshape(shape))
+            layout.append((dtype, shape, nbytes))
+        # All buffers in one read, then cut: one wake-up however many columns a message has.
+        data = _read_exact(sock, sum(n for _, _, n in layout), deadline)
+        arrays, offset = [], 0
+        for dtype, shape, nbytes in layout:
+            arrays.append(np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape))
+            offset += nbytes
     except BaseException:
         _close_all(fds)
         raise

@@ -34,6 +34,7 @@ class _Failed(Exception):
 
 def serve(sock: socket.socket) -> None:
     """Answer the web worker's messages until it hangs up."""
+    warnings.simplefilter("ignore")  # a model's warnings go nowhere anyway (stderr is /dev/null)
     state = _State()
     while True:
         try:
@@ -147,16 +148,14 @@ class _State:
         model_input = assemble(columns, order, header.get("frame"))
         estimator = self.estimator
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if header.get("probabilities"):
-                    final, final_input = _final_step(estimator, model_input)
-                    predictions = np.asarray(final.predict(final_input))
-                    proba = np.asarray(final.predict_proba(final_input), dtype=np.float64)
-                    keys = [str(c) for c in np.asarray(final.classes_).tolist()]
-                else:
-                    predictions = np.asarray(estimator.predict(model_input))
-                    proba, keys = None, None
+            if header.get("probabilities"):
+                final, final_input = _final_step(estimator, model_input)
+                predictions = np.asarray(final.predict(final_input))
+                proba = np.asarray(final.predict_proba(final_input), dtype=np.float64)
+                keys = [str(c) for c in np.asarray(final.classes_).tolist()]
+            else:
+                predictions = np.asarray(estimator.predict(model_input))
+                proba, keys = None, None
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - the model's code, not ours: report it narrowly
