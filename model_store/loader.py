@@ -22,18 +22,7 @@ import numpy as np
 import sklearn
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
-from model_store.safety import RestrictedUnpickler, refused_globals
-
-try:  # TEMPORARY until the safety package lands
-    from model_store.safety import check_loaded, scan_stream
-except ImportError:
-    from model_store.safety import _scan
-
-    def scan_stream(raw, size, extra=(), max_model_bytes=None):  # type: ignore[no-untyped-def]
-        return _scan(raw, size, extra)
-
-    def check_loaded(obj, extra=()):  # type: ignore[no-untyped-def]
-        return None
+from model_store.safety import RestrictedUnpickler, check_loaded, refused_globals, restricted_joblib_load, scan_stream
 from model_store.schema import python_value
 
 SKOPS = "skops"
@@ -198,11 +187,12 @@ def _load_skops(file: BinaryIO, trusted_modules: Iterable[str]) -> Any:
     return skops.io.load(file, trusted=trusted)
 
 
-def _load_pickle(file: BinaryIO, fmt: str, trusted_modules: Iterable[str]) -> Any:
+def _load_pickle(file: BinaryIO, fmt: str, trusted_modules: Iterable[str], max_model_bytes: int | None) -> Any:
+    # The scan judged names; these loaders judge the real objects again as they are built.
     file.seek(0)
     if fmt == "joblib":
-        return joblib.load(file)
-    return RestrictedUnpickler(file, extra_trusted_modules=trusted_modules).load()
+        return restricted_joblib_load(file, trusted_modules, max_model_bytes)
+    return RestrictedUnpickler(file, extra_trusted_modules=trusted_modules, max_model_bytes=max_model_bytes).load()
 
 
 def check_artifact(file: BinaryIO, trusted_modules: Iterable[str] = (), max_model_bytes: int | None = None) -> str:
@@ -234,7 +224,7 @@ def detect_and_load(
         file.seek(0)
         report = scan_stream(file, _size(file), trusted_modules, max_model_bytes)
         fmt = report.format
-        loader = lambda: _load_pickle(file, report.format, trusted_modules)
+        loader = lambda: _load_pickle(file, report.format, trusted_modules, max_model_bytes)
     pickled_version = None
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -24,6 +24,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from serving.app import create_app
 from serving.config import Settings
@@ -248,14 +250,17 @@ def upload(
 ) -> Any:
     """POST an artifact (a fitted model, or raw bytes) to the admin upload endpoint."""
     payload = artifact if isinstance(artifact, bytes) else joblib_bytes(artifact)
-    form: dict[str, Any] = {"file": (io.BytesIO(payload), filename)}
+    form: dict[str, Any] = {"file": FileStorage(io.BytesIO(payload), filename)}
     if metadata is not None:
         form["metadata"] = json.dumps(metadata)
+    # Encoded here, in memory: werkzeug's test client would spool a body over 500 KB into a
+    # temporary file that it never closes (a ResourceWarning whenever the garbage collector finds it).
+    boundary, body = encode_multipart(form)
     return client.post(
         f"/api/admin/models/{name}/versions",
-        data=form,
+        data=body,
         headers=ADMIN if headers is None else headers,
-        content_type="multipart/form-data",
+        content_type=f"multipart/form-data; boundary={boundary}",
     )
 
 

@@ -106,6 +106,12 @@ class Case:
     marker: Path | None  # created if the artifact is ever unpickled; None: not a code-running payload
     loader: str  # "pickle" or "joblib": how a victim would load it
     live_here: bool = True  # False: would run on another OS only
+    allocates: bool = False  # marker: the unprotected load (or model code) exhausted a memory limit
+
+
+def binint(value: int) -> bytes:
+    """BININT opcode (signed 32-bit)."""
+    return b"J" + struct.pack("<i", value)
 
 
 def _joblib_bytes(obj: Any, **kwargs: Any) -> bytes:
@@ -151,10 +157,12 @@ def build_corpus(root: Path) -> list[Case]:
         loader: str = "pickle",
         live_here: bool = True,
         runs_code: bool = True,
+        allocates: bool = False,
     ) -> None:
         path = root / f"{name}.{'joblib' if loader == 'joblib' else 'pkl'}"
         path.write_bytes(data)
-        cases.append(Case(name, path, frozenset(offending), markers / name if runs_code else None, loader, live_here))
+        marker_path = markers / name if runs_code or allocates else None
+        cases.append(Case(name, path, frozenset(offending), marker_path, loader, live_here, allocates))
 
     def marker(name: str) -> str:
         return str(markers / name)
@@ -522,7 +530,153 @@ def build_corpus(root: Path) -> list[Case]:
         {"numpy.add"},
         runs_code=False,
     )
+    _object_judgement_cases(add, evil_module, marker)
+    _allocation_cases(add, root)
     return cases
+
+
+# Re-exports inside the trusted packages (found by tests/test_safety_aliases.py): every name passes
+# the package allow-list, and each resolves to a denied object or a module.
+ATTRGETTER = ("sklearn.feature_selection._base", "attrgetter")  # operator.attrgetter
+PARTIAL = ("sklearn.utils.extmath", "partial")  # functools.partial
+TYPE = ("scipy.cluster.hierarchy", "_cnode_type")  # builtins.type
+IMPORTLIB = ("scipy", "_importlib")  # the importlib module
+
+
+def _object_judgement_cases(add: Any, evil_module: Any, marker: Any) -> None:
+    """Payloads built only from trusted names that resolve to denied objects, computed classes and
+    stored callables: refused because the scan judges objects, not names."""
+    attr, part, typ, imp = (f"{m}.{n}" for m, n in (ATTRGETTER, PARTIAL, TYPE, IMPORTLIB))
+    import_module = call(call(glob(*ATTRGETTER), text("import_module")), glob(*IMPORTLIB))
+    add(
+        "alias_attrgetter_importlib",
+        program(call(import_module, text(evil_module("alias_attrgetter_importlib")))),
+        {attr, imp},
+    )
+    # a partial (via its alias) that the numpy random ctor calls while loading: import_module(name)
+    add(
+        "alias_partial_called_by_reconstructor",
+        program(
+            call(
+                glob("numpy.random._pickle", "__randomstate_ctor"),
+                text(evil_module("alias_partial_called_by_reconstructor")),
+                call(glob(*PARTIAL), import_module),
+            )
+        ),
+        {attr, imp, part},
+    )
+    # type(partial instance) is functools.partial: a computed class, instantiated with NEWOBJ and called
+    computed = call(glob(*TYPE), call(glob(*PARTIAL), glob("numpy", "add")))
+    add(
+        "alias_type_newobj_computed_class",
+        program(
+            computed + tup(import_module, text(evil_module("alias_type_newobj_computed_class"))) + b"\x81" + b")R",
+            proto=2,
+        ),
+        {typ, part, "<instantiation of a computed class>"},
+    )
+    # copyreg.__newobj__ of a computed class
+    add(
+        "newobj_reconstructor_computed_class",
+        program(
+            call(
+                call(
+                    glob("copyreg", "__newobj__"),
+                    computed,
+                    import_module,
+                    text(evil_module("newobj_reconstructor_computed_class")),
+                )
+            )
+        ),
+        {typ, "<instantiation of a computed class>"},
+    )
+    # a module as a value: model code calling importlib.import_module through a stored module
+    add(
+        "module_object_stored",
+        program(b"}", text("lib"), glob(*IMPORTLIB), b"s"),
+        {imp},
+        runs_code=False,
+    )
+    # a stored function on no safe list: the scan judges stored callables too
+    add("stored_function_not_safe", program(b"]", glob("numpy", "load"), b"a"), {"numpy.load"}, runs_code=False)
+    # dotted attribute paths made of protocol attribute names
+    add(
+        "dotted_dunder_path",
+        program(call(glob(*ATTRGETTER), text("__class__.__init__.__globals__"))),
+        {"<attribute name '__class__.__init__.__globals__'>", attr},
+        runs_code=False,
+    )
+
+
+def _allocation_cases(add: Any, root: Path) -> None:
+    """Tiny files that allocate gigabytes or hand out uninitialised memory when loaded."""
+    # bytearray(7e9): 7 GB of zeros from a 40-byte pickle
+    add(
+        "bytearray_size",
+        program(call(glob("builtins", "bytearray"), b"\x8a\x05" + (7_000_000_000).to_bytes(5, "little"))),
+        {"<size argument 7000000000 of builtins.bytearray>"},
+        runs_code=False,
+        allocates=True,
+    )
+    # numpy.ndarray(shape): 4 MB of uninitialised memory (freed buffers of other requests) handed
+    # to the model, from a 60-byte file
+    add(
+        "ndarray_uninitialised",
+        program(call(glob("numpy", "ndarray"), tup(binint(1 << 20)), text("f4"))),
+        {"numpy.ndarray"},
+        runs_code=False,
+        allocates=True,
+    )
+    add(
+        "reconstruct_uninitialised",
+        program(call(glob("numpy._core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tup(binint(1 << 22)), text("b"))),
+        {"numpy._core.multiarray._reconstruct"},
+        runs_code=False,
+        allocates=True,
+    )
+    # memo bomb: 300 bytes referencing one string 10**9 times; np.asarray(classes_) expands it
+    add("memo_bomb_classes", _memo_bomb(), {"<object graph unfolding to too many references>"}, runs_code=False, allocates=True)
+    # joblib array: a 6 MB compressed file inflating to 6 GiB of float64 zeros
+    add("joblib_array_inflation", _inflating_joblib(3 << 28), {"<joblib arrays too large>"}, "joblib", runs_code=False, allocates=True)
+
+
+def _memo_bomb(width: int = 10, depth: int = 9) -> bytes:
+    """{"classes_": L9} with L0 = [s] * 10 and L(k+1) = [Lk] * 10: 10**9 references, ~300 bytes."""
+    # memo 100 holds the string; memo k holds level k
+    out = text("label") + b"r" + struct.pack("<I", 100) + b"0"
+    out += b"]r" + struct.pack("<I", 0) + b"(" + (b"j" + struct.pack("<I", 100)) * width + b"e0"
+    for level in range(1, depth):
+        out += b"]r" + struct.pack("<I", level) + b"(" + (b"j" + struct.pack("<I", level - 1)) * width + b"e0"
+    return program(out + b"}" + text("classes_") + b"j" + struct.pack("<I", depth - 1) + b"s")
+
+
+def _inflating_joblib(count: int) -> bytes:
+    """A zlib joblib file holding one float64 array of `count` zeros, written without allocating
+    or compressing it: one fully flushed deflate block of 64 MiB of zeros, repeated (a full flush
+    makes blocks independent), and the adler32 of zeros computed by hand."""
+    items = [
+        text("subclass"), glob("numpy", "ndarray"),
+        text("shape"), tup(b"\x8a\x08" + count.to_bytes(8, "little")),
+        text("order"), text("C"),
+        text("dtype"), call(glob("numpy", "dtype"), text("f8"), b"\x89", b"\x88"),
+        tup(b"K\x03", text("<"), b"N", b"N", b"N", binint(-1), binint(-1), b"K\x00") + b"b",
+        text("allow_mmap"), b"\x88",
+    ]
+    state = b"}(" + b"".join(items) + b"u"
+    head = b"\x80\x02" + glob("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + state + b"b"
+    chunk = 64 << 20
+    assert (count * 8) % chunk == 0
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts = [b"\x78\xda", deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)]
+    block = deflate.compress(bytes(chunk)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    parts += [block] * ((count * 8) // chunk)
+    parts.append(deflate.compress(b".") + deflate.flush())
+    checksum = zlib.adler32(head)
+    low, high = checksum & 0xFFFF, checksum >> 16
+    high = (high + (count * 8) * low) % 65521  # each zero byte adds the running sum to `high`
+    checksum = zlib.adler32(b".", (high << 16) | low)
+    parts.append(struct.pack(">I", checksum))
+    return b"".join(parts)
 
 
 def _exec_on_setstate(marker: str) -> Any:
@@ -549,6 +703,37 @@ for loader, path in zip(sys.argv[1::2], sys.argv[2::2]):
     except BaseException:
         pass
 """
+
+
+ALLOCATION_SCRIPT = """
+import pickle, resource, sys, joblib, numpy as np
+loader, path, marker, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+size = len(open(path, "rb").read())
+try:
+    obj = joblib.load(path) if loader == "joblib" else pickle.load(open(path, "rb"))
+    if isinstance(obj, dict) and "classes_" in obj:
+        obj = np.asarray(obj["classes_"])  # what a classifier's code does with classes_
+    built = getattr(obj, "nbytes", None) or len(obj)
+    ran = built > 100 * size  # far more memory than the file holds: allocated, not read
+except MemoryError:
+    ran = True
+if ran:
+    open(marker, "w").close()
+"""
+
+
+def run_allocations_unprotected(cases: list[Case], limit: int = 384 << 20) -> None:
+    """Load each allocating case unprotected in its own process, under an address-space limit of
+    `limit` bytes (this machine's memory is never at stake): the marker says it allocated far more
+    than its file holds, or ran out of memory trying."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for case in cases:
+        assert case.marker is not None
+        subprocess.run(
+            [sys.executable, "-c", ALLOCATION_SCRIPT, case.loader, str(case.path), str(case.marker), str(limit)],
+            env=env, check=True, timeout=120,
+        )
 
 
 def payload_paths(root: Path) -> list[Path]:

@@ -24,12 +24,17 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import SVC
+from sklearn.cluster import KMeans
+from sklearn.ensemble import IsolationForest
+from sklearn.neural_network import MLPClassifier
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
 from model_store.safety import (
     RestrictedUnpickler,
+    check_loaded,
     is_trusted_global,
     refused_globals,
+    restricted_joblib_load,
     scan_artifact,
 )
 from tests.conftest import CREDIT_ROW
@@ -40,9 +45,12 @@ from tests.malicious import (
     call,
     glob,
     program,
+    run_allocations_unprotected,
     run_unprotected,
     text,
 )
+
+MAX_MODEL_BYTES = 64 << 20  # a realistic limit for these small models: memo sharing must fit in it
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +76,9 @@ def legit_models(credit_pipeline: Any, string_classifier: Any, regressor: Any) -
             frame[:3],
         ),
         "random_state": (SGDClassifier(random_state=np.random.RandomState(3)).fit(frame, target), frame[:3]),
+        "mlp": (MLPClassifier(hidden_layer_sizes=(4,), max_iter=2000, random_state=0).fit(frame, target), frame[:3]),
+        "kmeans": (KMeans(n_clusters=2, n_init=2, random_state=0).fit(frame), frame[:3]),
+        "isolation_forest": (IsolationForest(n_estimators=5, random_state=0).fit(frame), frame[:3]),
     }
 
 
@@ -79,11 +90,13 @@ def test_legit_pickles_pass_and_load(legit_models: Any, tmp_path: Path, protocol
     for name, (model, rows) in legit_models.items():
         path = tmp_path / f"{name}.pkl"
         path.write_bytes(pickle.dumps(model, protocol=protocol))
-        report = scan_artifact(path)
+        report = scan_artifact(path, max_model_bytes=MAX_MODEL_BYTES)
         assert report.format == "pickle" and report.compression is None, name
         assert any(g.startswith("sklearn.") for g in report.globals), name
+        assert 0 < report.references <= MAX_MODEL_BYTES // 8, name
         with path.open("rb") as f:
-            loaded = RestrictedUnpickler(f).load()
+            loaded = RestrictedUnpickler(f, max_model_bytes=MAX_MODEL_BYTES).load()
+        check_loaded(loaded)
         assert loaded.predict(rows).tolist() == model.predict(rows).tolist(), name
 
 
@@ -92,11 +105,15 @@ def test_legit_joblib_files_pass_and_load(legit_models: Any, tmp_path: Path, com
     for name, (model, rows) in legit_models.items():
         path = tmp_path / f"{name}.joblib"
         joblib.dump(model, path, compress=(compression, 3) if compression else 0)
-        report = scan_artifact(path)
+        report = scan_artifact(path, max_model_bytes=MAX_MODEL_BYTES)
         assert report.format == "joblib", name
         assert report.compression == compression, name
         assert "joblib.numpy_pickle.NumpyArrayWrapper" in report.globals, name
         assert joblib.load(path).predict(rows).tolist() == model.predict(rows).tolist(), name
+        with path.open("rb") as f:
+            loaded = restricted_joblib_load(f, max_model_bytes=MAX_MODEL_BYTES)
+        check_loaded(loaded)
+        assert loaded.predict(rows).tolist() == model.predict(rows).tolist(), name
 
 
 def test_large_arrays_are_skipped_not_read_into_memory(tmp_path: Path) -> None:
@@ -114,9 +131,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
 def test_corpus_is_large_and_really_live(corpus: list[Case], tmp_path_factory: pytest.TempPathFactory) -> None:
     """Unprotected pickle/joblib loads (in a throwaway process) do run the payloads."""
     assert len(corpus) >= 20
-    live = [c for c in corpus if c.marker is not None and c.live_here]
+    live = [c for c in corpus if c.marker is not None and c.live_here and not c.allocates]
     assert len(live) >= 60
     run_unprotected(live, live[0].path.parent / "lib")
+    allocating = [c for c in corpus if c.allocates]
+    assert len(allocating) >= 5
+    run_allocations_unprotected(allocating)
+    live += allocating
     idle = [c.name for c in live if c.marker is not None and not c.marker.exists()]
     assert idle == [], f"these payloads did not run unprotected, so they prove nothing: {idle}"
     for case in live:
@@ -127,7 +148,7 @@ def test_corpus_is_large_and_really_live(corpus: list[Case], tmp_path_factory: p
 def test_every_hostile_artifact_is_refused_by_name(corpus: list[Case]) -> None:
     for case in corpus:
         with pytest.raises(UnsafeArtifact) as refused:
-            scan_artifact(case.path)
+            scan_artifact(case.path, max_model_bytes=MAX_MODEL_BYTES)
         assert case.offending <= set(refused.value.offending), (case.name, refused.value.offending)
         assert refused.value.message.startswith("Artifact refused"), case.name
         if case.marker is not None:
@@ -147,6 +168,10 @@ def test_corpus_covers_the_issue_list(corpus: list[Case]) -> None:
     for required in [
         "sklearn_function_transformer", "numpy_object_array_lzma", "stack_global_memo_p5_frames",
         "pickle_loads_zlib_nested", "joblib_load_nested_lzma", "nt_system", "scipy_stats_setstate_exec",
+        "alias_attrgetter_importlib", "alias_partial_called_by_reconstructor", "alias_type_newobj_computed_class",
+        "newobj_reconstructor_computed_class", "module_object_stored", "stored_function_not_safe",
+        "dotted_dunder_path", "bytearray_size", "ndarray_uninitialised", "reconstruct_uninitialised",
+        "memo_bomb_classes", "joblib_array_inflation",
     ]:
         assert required in names, required
 
@@ -168,9 +193,13 @@ def test_a_pickle_calls_only_reconstructors_and_compiled_constructors(tmp_path: 
         with pytest.raises(UnsafeArtifact) as caught:
             scan_artifact(path)
         assert refused in caught.value.offending, (refused, caught.value.offending)
-    # the same names stored as values, and a compiled class called, are what models do
-    path.write_bytes(program(b"]", b"(", glob("numpy", "add"), glob("sklearn.linear_model", "Ridge"), b"e"))
+    # a ufunc and a numpy scalar type stored as values, and a compiled class called, are what
+    # models do; an estimator class stored as a value is not
+    path.write_bytes(program(b"]", b"(", glob("numpy", "add"), glob("numpy", "float64"), b"e"))
     assert scan_artifact(path).format == "pickle"
+    path.write_bytes(program(b"]", b"(", glob("numpy", "add"), glob("sklearn.linear_model", "Ridge"), b"e"))
+    with pytest.raises(UnsafeArtifact, match="sklearn.linear_model.Ridge"):
+        scan_artifact(path)
     path.write_bytes(program(call(glob("numpy.random._pickle", "__bit_generator_ctor"), text("PCG64"))))
     assert scan_artifact(path).format == "pickle"
 
@@ -285,7 +314,8 @@ def test_skops_constructor_calls_are_checked_like_pickle_calls(tmp_path: Path) -
 
     honest = tmp_path / "tz.skops"
     skops.io.dump({"tz": datetime.timezone(datetime.timedelta(hours=1))}, honest)
-    loaded, fmt, _ = detect_and_load(honest)
+    with honest.open("rb") as f:
+        loaded, fmt, _ = detect_and_load(f)
     assert fmt == "skops" and loaded == {"tz": datetime.timezone(datetime.timedelta(hours=1))}
 
     forged = tmp_path / "forged.skops"
@@ -294,6 +324,6 @@ def test_skops_constructor_calls_are_checked_like_pickle_calls(tmp_path: Path) -
         schema["content"]["tz"].update({"__module__": "numpy", "__class__": "vectorize"})
         target.writestr("schema.json", json.dumps(schema))
     assert "numpy.vectorize" in skops.io.get_untrusted_types(file=forged)
-    with pytest.raises(UnsafeArtifact) as refused:
-        detect_and_load(forged)
+    with pytest.raises(UnsafeArtifact) as refused, forged.open("rb") as f:
+        detect_and_load(f)
     assert refused.value.offending == ["numpy.vectorize"]
