@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,9 @@ from serving.demo import DEMO_EXAMPLE, train_demo_model  # noqa: E402
 from serving.inputs import InputSchema  # noqa: E402
 from serving.runners import pool  # noqa: E402
 from serving.runners.runner import assemble  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import timed  # noqa: E402
 
 LIMITS = pool.RunnerLimits(memory_bytes=2 << 30, timeout=10.0, max_model_bytes=1 << 30)
 
@@ -94,15 +96,6 @@ def bench_hop(name: str, model: Any, row: dict[str, Any], calls: int, rounds: in
     runner.kill()
 
 
-def timed(call: Callable[[], Any], count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
@@ -124,13 +117,13 @@ def main() -> None:
 
     print()
     print(f"zygote start (process start to ready, imports): {zygote_start * 1e3:.0f} ms (once per web worker)")
-    spawns = timed(lambda: pool.spawn_runner(LIMITS, "bench").kill(), args.starts)
+    spawns = timed(lambda: pool.spawn_runner(LIMITS, "bench").kill(), args.starts, warmup=0)
     print(f"runner fork + confine from a warm zygote: p50 {ms(spawns, 50):.1f} ms, max {max(spawns) * 1e3:.1f} ms")
     for label, model in (("10 numeric pipeline", numeric), ("demo pipeline", demo)):
         buffer = io.BytesIO()
         joblib.dump(model, buffer)
         data = buffer.getvalue()
-        loads = timed(lambda: joblib.load(io.BytesIO(data)), args.starts)
+        loads = timed(lambda: joblib.load(io.BytesIO(data)), args.starts, warmup=0)
         cold = []
         for _ in range(args.starts):
             runner, seconds = loaded_runner(model)
