@@ -177,7 +177,7 @@ class Runner:
         header = {
             "op": "predict",
             "rows": rows,
-            "columns": [{"name": name, "values": protocol.pack_values(v, arrays)} for name, v in columns.items()],
+            "columns": protocol.pack_columns(columns, arrays),
             "frame": frame,
             "probabilities": with_probabilities,
         }

@@ -143,9 +143,8 @@ class _State:
         if self.estimator is None:
             raise ValueError("predict before load")
         rows = header["rows"]
-        columns = {c["name"]: _column(protocol.unpack_values(c["values"], arrays, rows)) for c in header["columns"]}
-        order = [c["name"] for c in header["columns"]]
-        model_input = assemble(columns, order, header.get("frame"))
+        columns = {name: _column(v) for name, v in protocol.unpack_columns(header["columns"], arrays, rows).items()}
+        model_input = assemble(columns, list(columns), header.get("frame"))
         estimator = self.estimator
         try:
             if header.get("probabilities"):
