@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.live
-from serving.demo import DEMO_EXAMPLE, DEMO_MODEL, synthetic_loans
+from serving.operations.demo import DEMO_EXAMPLE, DEMO_MODEL, synthetic_loans
 from tests.live import ServerFailed, environment, launch
 
 
@@ -113,7 +113,7 @@ def bench_in_process(table: Table, workdir: Path, requests_count: int) -> None:
     import joblib
 
     from registry import service
-    from serving.app import create_app
+    from serving.api.app import create_app
     from serving.config import Settings
     from serving.runners.runner import assemble
 

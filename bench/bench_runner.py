@@ -35,8 +35,8 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model_store.schema import infer_feature_schema  # noqa: E402
-from serving.demo import DEMO_EXAMPLE, train_demo_model  # noqa: E402
-from serving.inputs import InputSchema  # noqa: E402
+from serving.inference.inputs import InputSchema  # noqa: E402
+from serving.operations.demo import DEMO_EXAMPLE, train_demo_model  # noqa: E402
 from serving.runners import pool  # noqa: E402
 from serving.runners.runner import assemble  # noqa: E402
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from serving.app import create_app
+from serving.api.app import create_app
 from serving.config import Settings
 from tests.live import Server, ServerFailed, environment, launch
 

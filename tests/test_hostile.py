@@ -34,7 +34,7 @@ import pytest
 import requests
 from sklearn.linear_model import LinearRegression
 
-from serving.app import UPLOAD_OVERHEAD_BYTES
+from serving.api.app import UPLOAD_OVERHEAD_BYTES
 from tests.conftest import (
     CREDIT_ROW,
     Live,

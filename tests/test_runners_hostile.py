@@ -17,12 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, Live, database_of_its_own, joblib_bytes, live_server
+from tests.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    CREDIT_ROW,
+    Live,
+    database_of_its_own,
+    joblib_bytes,
+    live_server,
+)
 from tests.hostile_estimators import AttacksOnUnpickling, Hostile
 
 REPO = Path(__file__).resolve().parent.parent

@@ -34,7 +34,17 @@ from model_store.safety import (
     scan_stream,
 )
 from model_store.safety.policy import _is_trusted, denied_objects
-from tests.malicious import ATTRGETTER, IMPORTLIB, PARTIAL, TYPE, call, glob, program, run_unprotected, text
+from tests.malicious import (
+    ATTRGETTER,
+    IMPORTLIB,
+    PARTIAL,
+    TYPE,
+    call,
+    glob,
+    program,
+    run_unprotected,
+    text,
+)
 
 X = np.random.default_rng(0).normal(size=(40, 2))
 Y = (X[:, 0] > 0).astype(int)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import requests
 
-from serving.demo import DEMO_EXAMPLE, DEMO_MODEL
+from serving.operations.demo import DEMO_EXAMPLE, DEMO_MODEL
 from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
 from tests.live import Server, environment
 

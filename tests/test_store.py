@@ -30,7 +30,6 @@ from model_store.errors import (
 )
 from model_store.schema import check_declared_schema, infer_feature_schema
 from model_store.store import ArtifactStore
-from tests.conftest import joblib_bytes
 
 
 @pytest.fixture

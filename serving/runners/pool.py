@@ -27,7 +27,13 @@ from typing import Any, BinaryIO
 import numpy as np
 from cachetools import LRUCache
 
-from model_store.errors import InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut, UnsafeArtifact
+from model_store.errors import (
+    InvalidArtifact,
+    PredictionFailed,
+    RunnerFailed,
+    RunnerTimedOut,
+    UnsafeArtifact,
+)
 from serving.runners import protocol
 
 log = logging.getLogger(__name__)

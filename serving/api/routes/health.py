@@ -8,10 +8,10 @@ from typing import Any
 from flask import Response, jsonify
 from flask.views import MethodView
 
-from serving.blueprint import Blueprint
-from serving.errors import error_response
-from serving.runtime import runtime
-from serving.schemas import HealthSchema
+from serving.api.blueprint import Blueprint
+from serving.api.context import runtime
+from serving.api.errors import error_response
+from serving.api.schemas import HealthSchema
 
 log = logging.getLogger(__name__)
 

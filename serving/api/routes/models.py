@@ -9,9 +9,9 @@ from flask.views import MethodView
 from sqlalchemy.orm import Session
 
 from registry import service
-from serving.blueprint import Blueprint
-from serving.runtime import runtime
-from serving.schemas import (
+from serving.api.blueprint import Blueprint
+from serving.api.context import runtime
+from serving.api.schemas import (
     ModelDetailSchema,
     ModelSummarySchema,
     VersionSchema,

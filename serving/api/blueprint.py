@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import flask_smorest
 
-from serving.jsonbody import StrictJSONParser
+from serving.api.jsonbody import StrictJSONParser
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Statuses the WSGI server itself may answer to any request, before the app sees it.

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import RequestError
+from serving.inference.errors import RequestError
 
 _MISSING = object()
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

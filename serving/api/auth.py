@@ -8,7 +8,7 @@ import hmac
 
 from flask import request
 
-from serving.errors import RequestError
+from serving.api.errors import RequestError
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="maas"'}
 

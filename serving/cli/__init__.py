@@ -22,9 +22,9 @@ from model_store.store import ArtifactStore, StoreFile
 from registry import service
 from registry.db import Database
 from serving.config import ConfigError, Settings
+from serving.operations.store_gc import find_garbage, remove_garbage
 from serving.runners.confine import sandbox_unavailable
 from serving.runners.pool import stop_zygote
-from serving.store_gc import find_garbage, remove_garbage
 
 log = logging.getLogger("maas")
 
@@ -61,7 +61,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         gunicorn.util.write_error = write_json_error
 
     def load(self) -> Any:
-        from serving.app import create_app
+        from serving.api.app import create_app
 
         app = create_app(self.settings, upgrade_db=False)
         app.extensions["maas"].runners.warm()  # the zygote imports while the worker starts
@@ -158,9 +158,9 @@ def register_demo(settings: Settings, database: Database) -> None:
     if count:
         click.echo(f"registry has {count} model(s): demo model not registered")
         return
-    from serving.demo import DEMO_METADATA, DEMO_MODEL, demo_artifact
-    from serving.registration import register_upload
-    from serving.runtime import Runtime
+    from serving.inference.runtime import Runtime
+    from serving.operations.demo import DEMO_METADATA, DEMO_MODEL, demo_artifact
+    from serving.operations.upload import register_upload
 
     rt = Runtime(settings)
     rt.store.init()

@@ -30,7 +30,8 @@ from registry.errors import (
     NotFound,
     RegistryError,
 )
-from serving.schemas import ErrorSchema
+from serving.api.schemas import ErrorSchema
+from serving.inference.errors import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,6 @@ _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 _RETRY_SOON = {"Retry-After": "1"}
 
 
-class RequestError(Exception):
-    """An error of the HTTP layer with its status (bad input rows, auth, limits)."""
-
-    def __init__(
-        self, code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.errors = errors
-        self.headers = headers or {}
 
 
 def error_response(
@@ -93,7 +83,7 @@ class MaasApi(Api):
     """flask-smorest's Api, with `message` on every error (its own handler omits it on 404/405).
 
     No catch-all `default` response in the OpenAPI document: each operation lists the statuses
-    it can really answer (serving.blueprint.Blueprint.errors), so clients and fuzzers can hold
+    it can really answer (serving.api.blueprint.Blueprint.errors), so clients and fuzzers can hold
     us to them.
     """
 

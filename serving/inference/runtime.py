@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 from cachetools import LRUCache
-from flask import Flask, current_app
 from sqlalchemy import event
 
 from model_store.errors import ArtifactUnavailable, InvalidArtifact, PredictionFailed
@@ -18,17 +17,17 @@ from model_store.schema import feature
 from model_store.store import ArtifactStore
 from registry import service
 from registry.db import Database, is_disconnect
-from registry.errors import DatabaseUnavailable, NotFound
+from registry.errors import NotFound
 from registry.names import parse_selector
 from registry.service import VersionRef
 from serving.config import Settings
-from serving.inputs import InputSchema
+from serving.inference.inputs import InputSchema
+from serving.inference.resolver import ResolvedVersions
 from serving.runners.pool import Runner, RunnerLimits, RunnerPool
 
 log = logging.getLogger(__name__)
 
 INPUT_SCHEMAS_KEPT = 4096
-RESOLUTIONS_KEPT = 4096
 
 
 def _json_values(values: Any) -> list[Any]:
@@ -70,50 +69,6 @@ class Prediction:
         return body
 
 
-class ResolvedVersions:
-    """What each (model, selector) last resolved to in this worker, to serve from while the
-    database cannot be reached. Only a fallback: while the database answers, it is always
-    asked, so alias moves and deletes take effect at once. In an outage it answers with what
-    this worker last saw, which may predate a delete or an alias move made elsewhere."""
-
-    def __init__(self, maxsize: int = RESOLUTIONS_KEPT) -> None:
-        self._refs: LRUCache[tuple[str, int | str], VersionRef] = LRUCache(maxsize)
-        self._lock = threading.Lock()
-        self.in_outage = False
-
-    def remember(self, key: tuple[str, int | str], ref: VersionRef) -> None:
-        with self._lock:
-            self._refs[key] = ref
-
-    def forget(self, key: tuple[str, int | str]) -> None:
-        with self._lock:
-            self._refs.pop(key, None)
-
-    def outage(self, key: tuple[str, int | str], error: BaseException) -> VersionRef:
-        """Note that the database cannot be reached; the remembered version, or DatabaseUnavailable."""
-        if not self.in_outage:
-            self.in_outage = True
-            log.warning("registry database unreachable (%s): predictions resolve from memory", type(error).__name__)
-        return self.recall(key)
-
-    def database_answers(self) -> None:
-        """End the outage: the database handed out a live connection (a probe's or a request's)."""
-        if self.in_outage:
-            self.in_outage = False
-            log.warning("registry database answers again: predictions resolve from it")
-
-    def recall(self, key: tuple[str, int | str]) -> VersionRef:
-        with self._lock:
-            ref = self._refs.get(key)
-        if ref is None:
-            name, selector = key
-            raise DatabaseUnavailable(
-                f"The registry database is unavailable and this server has not served "
-                f"'{name}' version {selector!r} since it started; try again shortly."
-            )
-        return ref
-
-
 VersionKey = tuple[str, int, str]
 
 
@@ -146,10 +101,6 @@ class Runtime:
         # Fired after the pool's pre-ping succeeded: the first request (or readiness probe) that
         # reaches the database again ends the outage for predictions too.
         event.listen(self.db.engine, "checkout", lambda *_: self.resolved.database_answers())
-
-    def init_app(self, app: Flask) -> None:
-        self.store.init()
-        app.extensions["maas"] = self
 
     def close(self) -> None:
         """Stop this worker's runners and close its database connections."""
@@ -250,6 +201,3 @@ def run_model(
         probabilities = [dict(zip(keys, _json_values(row))) for row in proba]
     return Prediction(model, version, _json_values(predictions), probabilities)
 
-
-def runtime() -> Runtime:
-    return current_app.extensions["maas"]  # type: ignore[no-any-return]

@@ -9,14 +9,13 @@ from flask import request, url_for
 from flask.views import MethodView
 
 from registry import service
-from serving.auth import require_token
-from serving.blueprint import Blueprint
-from serving.errors import RequestError
-from serving.jsonbody import InvalidJSON, loads_strict
-from serving.models_api import model_detail
-from serving.registration import register_upload
-from serving.runtime import runtime
-from serving.schemas import (
+from serving.api.auth import require_token
+from serving.api.blueprint import Blueprint
+from serving.api.context import runtime
+from serving.api.errors import RequestError
+from serving.api.jsonbody import InvalidJSON, loads_strict
+from serving.api.routes.models import model_detail
+from serving.api.schemas import (
     AliasRequestSchema,
     ModelDetailSchema,
     PatchModelSchema,
@@ -24,6 +23,7 @@ from serving.schemas import (
     UploadSchema,
     VersionSchema,
 )
+from serving.operations.upload import register_upload
 
 blp = Blueprint(
     "admin", __name__, url_prefix="/api/admin", description="Registry administration (admin token)"

@@ -12,9 +12,9 @@ from registry import service
 from registry.errors import NotFound
 from registry.models import RegisteredModel
 from registry.names import LATEST
-from serving.blueprint import Blueprint
-from serving.runtime import runtime
-from serving.schemas import (
+from serving.api.blueprint import Blueprint
+from serving.api.context import runtime
+from serving.api.schemas import (
     DefaultModelSchema,
     DefaultPredictSchema,
     PathPredictSchema,

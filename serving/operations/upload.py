@@ -20,9 +20,9 @@ from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
-from serving.errors import RequestError
+from serving.inference.errors import RequestError
+from serving.inference.runtime import Runtime, run_model, version_key
 from serving.runners.pool import Runner
-from serving.runtime import Runtime, run_model, version_key
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from gunicorn.http.errors import ParseException
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
 
-from serving.errors import RequestError
+from serving.api.errors import RequestError
 
 MAX_DEPTH = 64
 

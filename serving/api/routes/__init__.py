@@ -1,0 +1,1 @@
+"""One blueprint per part of the contract: predict, models (reads), admin, health."""
