@@ -22,7 +22,13 @@ import numpy as np
 import sklearn
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
-from model_store.safety import RestrictedUnpickler, check_loaded, refused_globals, restricted_joblib_load, scan_stream
+from model_store.safety import (
+    RestrictedUnpickler,
+    check_loaded,
+    refused_globals,
+    restricted_joblib_load,
+    scan_stream,
+)
 from model_store.schema import python_value
 
 SKOPS = "skops"

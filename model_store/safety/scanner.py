@@ -46,7 +46,14 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
-from model_store.safety.graph import _Blob, _LongStr, _Node, is_branch, leaf_bytes, unfolded_size
+from model_store.safety.graph import (
+    _Blob,
+    _LongStr,
+    _Node,
+    is_branch,
+    leaf_bytes,
+    unfolded_size,
+)
 from model_store.safety.policy import (
     _ARGUMENT_CHECKED_GLOBALS,
     _INJECTION_STRINGS,
@@ -66,7 +73,14 @@ from model_store.safety.policy import (
     instantiates,
     refusal,
 )
-from model_store.safety.streams import _MAX_KEPT, _Borrowed, _Frames, _Malformed, _open_source, _Source
+from model_store.safety.streams import (
+    _MAX_KEPT,
+    _Borrowed,
+    _Frames,
+    _Malformed,
+    _open_source,
+    _Source,
+)
 
 _MAX_NUMBER_LINE = 8192  # int() refuses > 4300 digits anyway
 _MAX_NAME_LINE = 1024
