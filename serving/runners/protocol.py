@@ -178,7 +178,13 @@ def pack_values(values: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
     if array.dtype.kind in "biuf" and array.ndim <= MAX_DIMS:
         arrays.append(array)
         return {"array": len(arrays) - 1}
-    return {"list": [_json_scalar(v) for v in array.tolist()]}
+    items = array.tolist()
+    if set(map(type, items)) <= _PLAIN:  # strings (and None) as they are: no per-value work
+        return {"list": items}
+    return {"list": [_json_scalar(v) for v in items]}
+
+
+_PLAIN = frozenset({str, bool, type(None)})
 
 
 def _json_scalar(value: Any, depth: int = 0) -> Any:
@@ -209,8 +215,13 @@ def unpack_values(spec: Any, arrays: Sequence[np.ndarray], rows: int | None = No
         result = spec.get("list")
         if not isinstance(result, list):
             raise ProtocolError("values must be an array or a list")
-        for value in result:
-            check_json_value(value)
+        kinds = set(map(type, result))
+        if kinds <= _PLAIN:  # the common answer, strings: their lengths checked in one pass
+            if str in kinds and max(len(v) for v in result if type(v) is str) > MAX_STRING:
+                raise ProtocolError(f"a string over {MAX_STRING} characters")
+        else:
+            for value in result:
+                check_json_value(value)
     if rows is not None and len(result) != rows:
         raise ProtocolError(f"{len(result)} values where {rows} were expected")
     return result

@@ -169,9 +169,15 @@ class _State:
 
 
 def _column(values: Any) -> np.ndarray:
+    """A column as the model gets it: a missing value in an object column is NaN, as pandas has it."""
     if isinstance(values, np.ndarray):
         return values
-    return np.array([math.nan if v is None else v for v in values], dtype=object)
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    missing = np.equal(column, None)
+    if missing.any():
+        column[missing] = math.nan
+    return column
 
 
 def assemble(columns: dict[str, np.ndarray], order: list[str], frame: list[str] | None) -> Any:
