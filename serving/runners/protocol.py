@@ -181,15 +181,15 @@ def pack_values(values: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
     items = array.tolist()
     if set(map(type, items)) <= _PLAIN:  # strings (and None) as they are: no per-value work
         return {"list": items}
-    return {"list": [_json_scalar(v) for v in items]}
+    return {"list": [json_scalar(v) for v in items]}
 
 
 _PLAIN = frozenset({str, bool, type(None)})
 
 
-def _json_scalar(value: Any, depth: int = 0) -> Any:
+def json_scalar(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)) and depth < MAX_DEPTH:
-        return [_json_scalar(v, depth + 1) for v in value]
+        return [json_scalar(v, depth + 1) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, (bool, int, str)):

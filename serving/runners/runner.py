@@ -130,7 +130,7 @@ class _State:
                 "format": loaded.format,
                 "estimator": loaded.estimator_name,
                 "has_predict_proba": loaded.has_predict_proba,
-                "classes": [protocol._json_scalar(c) for c in loaded.classes] if loaded.classes is not None else None,
+                "classes": [protocol.json_scalar(c) for c in loaded.classes] if loaded.classes is not None else None,
                 "library_versions": loaded.library_versions,
                 "feature_names": feature_names,
                 "n_features": n_features if type(n_features) is int else None,
