@@ -76,8 +76,12 @@ class Table:
     def print(self) -> None:
         rows = [self.HEADER, *self.lines]
         widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEADER))]
+
         def fmt(r: tuple[str, ...]) -> str:
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            return "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+
         print(fmt(self.HEADER))
         print("  ".join("-" * w for w in widths))
         for line in self.lines:
@@ -92,12 +96,14 @@ def bench_http(table: Table, url: str, requests_count: int) -> None:
             response = session.post(url + "/api/predict", json=body, timeout=60)
             if response.status_code != 200:
                 sys.exit(f"prediction failed: {response.status_code} {response.text[:500]}")
+
         return call
 
     one = {"model": DEMO_MODEL, "data": DEMO_EXAMPLE}
     table.add("HTTP /api/predict, 1 row", 1, timed(post(one), requests_count, warmup=200))
     table.add(
-        "HTTP /api/predict, 1 row + probabilities", 1,
+        "HTTP /api/predict, 1 row + probabilities",
+        1,
         timed(post({**one, "return_probabilities": True}), requests_count // 4, warmup=50),
     )
     hundred = {"model": DEMO_MODEL, "data": columnar(100)}
@@ -133,21 +139,32 @@ def bench_in_process(table: Table, workdir: Path, requests_count: int) -> None:
         # never does (models run in runners).
         estimator = joblib.load(rt.store.path_for(ref.sha256))
         model_input = assemble(columns, list(columns), inputs.column_names)  # the one-row DataFrame a runner builds
-        table.add("in-process estimator.predict, 1 row", 1,
-                  timed(lambda: estimator.predict(model_input), requests_count, warmup=200))
-        table.add("runner call (hop + DataFrame + predict), 1 row", 1,
-                  timed(lambda: runner.predict(columns, rows, inputs.column_names, False), requests_count, warmup=200))
+        table.add(
+            "in-process estimator.predict, 1 row",
+            1,
+            timed(lambda: estimator.predict(model_input), requests_count, warmup=200),
+        )
+        table.add(
+            "runner call (hop + DataFrame + predict), 1 row",
+            1,
+            timed(lambda: runner.predict(columns, rows, inputs.column_names, False), requests_count, warmup=200),
+        )
+
         def resolve() -> None:
             with rt.db.read() as session:
                 service.resolve_version_ref(session, DEMO_MODEL, "latest")
 
         table.add("in-process registry resolve (1 query)", 1, timed(resolve, requests_count, warmup=200))
-        table.add("in-process input check, 1 row", 1,
-                  timed(lambda: inputs.check(DEMO_EXAMPLE), requests_count, warmup=200))
+        table.add(
+            "in-process input check, 1 row", 1, timed(lambda: inputs.check(DEMO_EXAMPLE), requests_count, warmup=200)
+        )
         big_columns, _ = inputs.check(columnar(10_000))
         big_input = assemble(big_columns, list(big_columns), inputs.column_names)
-        table.add("in-process estimator.predict, 10,000 rows", 10_000,
-                  timed(lambda: estimator.predict(big_input), 20, warmup=3))
+        table.add(
+            "in-process estimator.predict, 10,000 rows",
+            10_000,
+            timed(lambda: estimator.predict(big_input), 20, warmup=3),
+        )
     client = app.test_client()
     body = {"model": DEMO_MODEL, "data": DEMO_EXAMPLE}
 
@@ -171,8 +188,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="maas-bench-") as tmp:
         workdir = Path(tmp)
         server = launch(
-            "--demo", "--threads", str(args.threads),
-            env=environment(MAAS_LOG_LEVEL="WARNING"), cwd=workdir, log=workdir / "server.log",
+            "--demo",
+            "--threads",
+            str(args.threads),
+            env=environment(MAAS_LOG_LEVEL="WARNING"),
+            cwd=workdir,
+            log=workdir / "server.log",
             workers=args.workers,
         )
         print(f"starting maas serve --demo on {server.url} in {workdir}", file=sys.stderr, flush=True)

@@ -34,14 +34,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from model_store.schema import infer_feature_schema  # noqa: E402
-from serving.inference.inputs import InputSchema  # noqa: E402
-from serving.operations.demo import DEMO_EXAMPLE, train_demo_model  # noqa: E402
-from serving.runners import pool  # noqa: E402
-from serving.runners.runner import assemble  # noqa: E402
+from model_store.schema import infer_feature_schema
+from serving.inference.inputs import InputSchema
+from serving.operations.demo import DEMO_EXAMPLE, train_demo_model
+from serving.runners import pool
+from serving.runners.runner import assemble
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import timed  # noqa: E402
+from bench_predict import timed
 
 LIMITS = pool.RunnerLimits(memory_bytes=2 << 30, timeout=10.0, max_model_bytes=1 << 30)
 
@@ -92,7 +92,10 @@ def bench_hop(name: str, model: Any, row: dict[str, Any], calls: int, rounds: in
                 call()
                 samples[label].append(time.perf_counter() - started)
     a, b = samples["in-process"], samples["runner"]
-    print(f"{name:44s} {ms(a, 50):8.3f} {ms(a, 99):8.3f} {ms(b, 50):8.3f} {ms(b, 99):8.3f} {ms(b, 50) - ms(a, 50):+8.3f} {ms(b, 99) - ms(a, 99):+8.3f}")
+    print(
+        f"{name:44s} {ms(a, 50):8.3f} {ms(a, 99):8.3f} {ms(b, 50):8.3f} {ms(b, 99):8.3f}"
+        f" {ms(b, 50) - ms(a, 50):+8.3f} {ms(b, 99) - ms(a, 99):+8.3f}"
+    )
     runner.kill()
 
 
@@ -123,7 +126,7 @@ def main() -> None:
         buffer = io.BytesIO()
         joblib.dump(model, buffer)
         data = buffer.getvalue()
-        loads = timed(lambda: joblib.load(io.BytesIO(data)), args.starts, warmup=0)
+        loads = timed(lambda data=data: joblib.load(io.BytesIO(data)), args.starts, warmup=0)
         cold = []
         for _ in range(args.starts):
             runner, seconds = loaded_runner(model)

@@ -20,8 +20,7 @@ class UnsafeArtifact(InvalidArtifact):
         self.offending = sorted(set(offending))
         super().__init__(
             message
-            or "Artifact refused: it references globals outside the trusted allow-list: "
-            + ", ".join(self.offending)
+            or "Artifact refused: it references globals outside the trusted allow-list: " + ", ".join(self.offending)
         )
 
 

@@ -86,7 +86,9 @@ def _check_skops_archive(file: BinaryIO) -> set[str]:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
             if len(members) > MAX_SKOPS_MEMBERS:
-                raise InvalidArtifact(f"The skops file has {len(members)} members, over the limit of {MAX_SKOPS_MEMBERS}.")
+                raise InvalidArtifact(
+                    f"The skops file has {len(members)} members, over the limit of {MAX_SKOPS_MEMBERS}."
+                )
             inflated = sum(info.file_size for info in members)
             size = _size(file)
             if inflated > MAX_SKOPS_UNCOMPRESSED_BYTES:
@@ -102,7 +104,16 @@ def _check_skops_archive(file: BinaryIO) -> set[str]:
             for info in members:
                 _check_member(file, info)
             schema = json.loads(archive.read("schema.json"))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, RecursionError, OSError, EOFError, struct.error):
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        KeyError,
+        ValueError,
+        RecursionError,
+        OSError,
+        EOFError,
+        struct.error,
+    ):
         raise InvalidArtifact("The skops file is not a readable zip archive with a schema.") from None
     return _constructed_types(schema)
 
@@ -230,7 +241,10 @@ def detect_and_load(
         file.seek(0)
         report = scan_stream(file, _size(file), trusted_modules, max_model_bytes)
         fmt = report.format
-        loader = lambda: _load_pickle(file, report.format, trusted_modules, max_model_bytes)
+
+        def loader() -> Any:
+            return _load_pickle(file, report.format, trusted_modules, max_model_bytes)
+
     pickled_version = None
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -258,7 +272,7 @@ def _public_name(cls: type) -> str:
         if part.startswith("_"):
             break
         parts.append(part)
-    return ".".join(parts + [cls.__qualname__])
+    return ".".join([*parts, cls.__qualname__])
 
 
 def load_artifact(
@@ -278,9 +292,7 @@ def load_artifact(
         )
     try:
         if not callable(getattr(estimator, "predict", None)):
-            raise InvalidArtifact(
-                f"The artifact holds a {_public_name(type(estimator))}, which has no predict method."
-            )
+            raise InvalidArtifact(f"The artifact holds a {_public_name(type(estimator))}, which has no predict method.")
         classes = getattr(estimator, "classes_", None)
         return LoadedArtifact(
             estimator=estimator,

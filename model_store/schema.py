@@ -169,13 +169,10 @@ def check_declared_schema(features: Sequence[Mapping[str, Any]], estimator: Any)
             if unknown:
                 parts.append(f"not known to the model: {', '.join(unknown)}")
             raise InvalidArtifact(
-                "The declared features do not match the model's feature_names_in_ ("
-                + "; ".join(parts) + ")."
+                "The declared features do not match the model's feature_names_in_ (" + "; ".join(parts) + ")."
             )
     else:
         expected = getattr(estimator, "n_features_in_", None)
         if expected is not None and expected != len(declared):
-            raise InvalidArtifact(
-                f"The model expects {expected} features; the declared schema has {len(declared)}."
-            )
+            raise InvalidArtifact(f"The model expects {expected} features; the declared schema has {len(declared)}.")
     return declared

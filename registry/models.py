@@ -73,9 +73,7 @@ class RegisteredModel(Base):
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="desc(ModelVersion.version)", passive_deletes=True
     )
-    aliases: Mapped[list[Alias]] = relationship(
-        back_populates="model", order_by="Alias.name", passive_deletes=True
-    )
+    aliases: Mapped[list[Alias]] = relationship(back_populates="model", order_by="Alias.name", passive_deletes=True)
 
     __table_args__ = (CheckConstraint("next_version >= 1", name="next_version_positive"),)
 
@@ -107,9 +105,7 @@ class ModelVersion(Base):
         passive_deletes=True,
         lazy="raise",  # loaded only where shown: get_version, set_alias, register_version
     )
-    aliases: Mapped[list[Alias]] = relationship(
-        back_populates="model_version", order_by="Alias.name", viewonly=True
-    )
+    aliases: Mapped[list[Alias]] = relationship(back_populates="model_version", order_by="Alias.name", viewonly=True)
 
     __table_args__ = (
         UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
@@ -138,9 +134,7 @@ class Feature(Base):
     __table_args__ = (
         UniqueConstraint("version_id", "position", name="uq_features_version_id_position"),
         UniqueConstraint("version_id", "name", name="uq_features_version_id_name"),
-        CheckConstraint(
-            "type IN ('number', 'integer', 'string', 'boolean')", name="type_known"
-        ),
+        CheckConstraint("type IN ('number', 'integer', 'string', 'boolean')", name="type_known"),
     )
 
 

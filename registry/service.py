@@ -121,9 +121,7 @@ def list_models(session: Session, *, offset: int, limit: int) -> tuple[list[Mode
     total = count_models(session)
     if offset >= total:  # also keeps a huge page number from overflowing the database's OFFSET
         return [], total
-    models = session.scalars(
-        select(RegisteredModel).order_by(RegisteredModel.name).offset(offset).limit(limit)
-    ).all()
+    models = session.scalars(select(RegisteredModel).order_by(RegisteredModel.name).offset(offset).limit(limit)).all()
     return _summaries(session, models), total
 
 
@@ -141,14 +139,10 @@ def versions_of(session: Session, model: RegisteredModel) -> list[ModelVersion]:
     return list(session.scalars(_versions_of(model)))
 
 
-def list_versions(
-    session: Session, name: str, *, offset: int, limit: int | None
-) -> tuple[list[ModelVersion], int]:
+def list_versions(session: Session, name: str, *, offset: int, limit: int | None) -> tuple[list[ModelVersion], int]:
     """One page of a model's versions, newest first, and how many it has; raises NotFound."""
     model = get_model(session, name)
-    total = session.scalar(
-        select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model.id)
-    ) or 0
+    total = session.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model.id)) or 0
     if offset >= total:
         return [], total
     versions = session.scalars(_versions_of(model).offset(offset).limit(limit)).all()
@@ -164,9 +158,10 @@ def _selector_filter(stmt: Any, selector: int | str) -> Any:
 
 
 def _version_not_found(session: Session, name: str, selector: object) -> NotFound:
-    if not is_model_name(name) or session.scalar(
-        select(RegisteredModel.id).where(RegisteredModel.name == name)
-    ) is None:
+    if (
+        not is_model_name(name)
+        or session.scalar(select(RegisteredModel.id).where(RegisteredModel.name == name)) is None
+    ):
         return _model_not_found(name)
     if selector is None or selector == LATEST:
         return NotFound(f"Model '{name}' has no versions.")
@@ -180,14 +175,16 @@ def resolve_version_ref(session: Session, name: str, selector: object) -> Versio
     """
     parsed = parse_selector(selector)
     if parsed is not None and is_model_name(name):
-        stmt = select(
-            ModelVersion.id,
-            RegisteredModel.name,
-            ModelVersion.version,
-            ModelVersion.sha256,
-            ModelVersion.format,
-        ).join(RegisteredModel, ModelVersion.model_id == RegisteredModel.id).where(
-            RegisteredModel.name == name
+        stmt = (
+            select(
+                ModelVersion.id,
+                RegisteredModel.name,
+                ModelVersion.version,
+                ModelVersion.sha256,
+                ModelVersion.format,
+            )
+            .join(RegisteredModel, ModelVersion.model_id == RegisteredModel.id)
+            .where(RegisteredModel.name == name)
         )
         row = session.execute(_selector_filter(stmt, parsed)).first()
         if row is not None:
@@ -214,11 +211,7 @@ def get_version(session: Session, name: str, selector: object) -> ModelVersion:
 
 def get_features(session: Session, version_id: int) -> list[Feature]:
     """The feature schema of a version, in order."""
-    return list(
-        session.scalars(
-            select(Feature).where(Feature.version_id == version_id).order_by(Feature.position)
-        )
-    )
+    return list(session.scalars(select(Feature).where(Feature.version_id == version_id).order_by(Feature.position)))
 
 
 def _get_or_insert(session: Session, existing: Select[Any], new: Callable[[], T]) -> T:
@@ -275,9 +268,7 @@ def register_version(
     The artifact must already be stored: once the caller commits, the version exists.
     """
     if not is_model_name(name):
-        raise InvalidInput(
-            f"Invalid model name {name!r}: it must match ^[a-z0-9][a-z0-9._-]{{0,63}}$."
-        )
+        raise InvalidInput(f"Invalid model name {name!r}: it must match ^[a-z0-9][a-z0-9._-]{{0,63}}$.")
     alias_names = list(dict.fromkeys(aliases))
     for alias in alias_names:
         _check_alias_name(alias)
@@ -327,9 +318,7 @@ def _check_alias_name(alias: str) -> None:
         raise InvalidInput(f"Invalid alias {alias!r}: it must match ^[a-z][a-z0-9_-]{{0,31}}$.")
 
 
-def _point_alias(
-    session: Session, model: RegisteredModel, alias: str, version: ModelVersion
-) -> Alias:
+def _point_alias(session: Session, model: RegisteredModel, alias: str, version: ModelVersion) -> Alias:
     # When another transaction creates the same alias first, that alias is moved instead.
     row = _get_or_insert(
         session,
@@ -386,9 +375,7 @@ def delete_version(session: Session, name: str, selector: object) -> int:
     version = session.get(ModelVersion, ref.id, with_for_update=True, populate_existing=True)
     if version is None:  # a concurrent delete won the race for it
         raise NotFound(f"Model '{name}' has no version or alias {selector!r}.")
-    blocking = session.scalars(
-        select(Alias.name).where(Alias.version_id == version.id).order_by(Alias.name)
-    ).all()
+    blocking = session.scalars(select(Alias.name).where(Alias.version_id == version.id).order_by(Alias.name)).all()
     if blocking:
         raise Conflict(
             f"Version {ref.version} of '{name}' is the target of alias(es) "
@@ -400,12 +387,8 @@ def delete_version(session: Session, name: str, selector: object) -> int:
         session.flush()
     except IntegrityError:
         # An alias was pointed at it concurrently; the foreign key refused the delete.
-        raise Conflict(
-            f"Version {ref.version} of '{name}' became the target of an alias: try again."
-        ) from None
-    session.execute(
-        update(RegisteredModel).where(RegisteredModel.id == version.model_id).values(updated_at=utcnow())
-    )
+        raise Conflict(f"Version {ref.version} of '{name}' became the target of an alias: try again.") from None
+    session.execute(update(RegisteredModel).where(RegisteredModel.id == version.model_id).values(updated_at=utcnow()))
     return ref.version
 
 

@@ -74,9 +74,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read MAAS_* variables; `overrides` (e.g. from CLI flags) win. Raises ConfigError."""
         env = os.environ if env is None else env
-        trusted = tuple(
-            m.strip() for m in env.get("MAAS_TRUSTED_MODULES", "").split(",") if m.strip()
-        )
+        trusted = tuple(m.strip() for m in env.get("MAAS_TRUSTED_MODULES", "").split(",") if m.strip())
         settings = cls(
             database_url=env.get("MAAS_DATABASE_URL") or cls.database_url,
             store_dir=env.get("MAAS_STORE_DIR") or cls.store_dir,

@@ -124,12 +124,17 @@ def wrapper_state(shape: tuple[int, ...], dtype: str = "f8", alignment: bool = T
     """The BUILD state joblib writes for a NumpyArrayWrapper of "f8" or "O8" (protocol 2 spelling)."""
     byteorder, flags = ("|", b"K\x3f") if dtype == "O8" else ("<", b"K\x00")
     items = [
-        text("subclass"), glob("numpy", "ndarray"),
-        text("shape"), tup(*(b"K" + bytes([d]) for d in shape)),
-        text("order"), text("C"),
-        text("dtype"), call(glob("numpy", "dtype"), text(dtype), b"\x89", b"\x88"),
+        text("subclass"),
+        glob("numpy", "ndarray"),
+        text("shape"),
+        tup(*(b"K" + bytes([d]) for d in shape)),
+        text("order"),
+        text("C"),
+        text("dtype"),
+        call(glob("numpy", "dtype"), text(dtype), b"\x89", b"\x88"),
         tup(b"K\x03", text(byteorder), b"N", b"N", b"N", b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", flags) + b"b",
-        text("allow_mmap"), b"\x88",
+        text("allow_mmap"),
+        b"\x88",
     ]
     if alignment:
         items += [text("numpy_array_alignment_bytes"), b"K\x10"]
@@ -223,7 +228,8 @@ def build_corpus(root: Path) -> list[Case]:
     )
     add(
         "builtins_exec_stack_global_p5",
-        b"\x80\x05" + frame(
+        b"\x80\x05"
+        + frame(
             stack_global("builtins", "exec")
             + text(f"open({marker('builtins_exec_stack_global_p5')!r}, 'w').close()")
             + b"\x85R."
@@ -264,7 +270,11 @@ def build_corpus(root: Path) -> list[Case]:
         "pathlib_write_text",
         program(
             call(
-                call(glob("builtins", "getattr"), call(glob("pathlib", "Path"), text(marker("pathlib_write_text"))), text("write_text")),
+                call(
+                    glob("builtins", "getattr"),
+                    call(glob("pathlib", "Path"), text(marker("pathlib_write_text"))),
+                    text("write_text"),
+                ),
                 text("ran"),
             )
         ),
@@ -321,7 +331,10 @@ def build_corpus(root: Path) -> list[Case]:
         "operator_attrgetter",
         program(
             call(
-                call(call(glob("operator", "attrgetter"), text("system")), call(glob("builtins", "__import__"), text("os"))),
+                call(
+                    call(glob("operator", "attrgetter"), text("system")),
+                    call(glob("builtins", "__import__"), text("os")),
+                ),
                 text(touch("operator_attrgetter")),
             )
         ),
@@ -361,7 +374,12 @@ def build_corpus(root: Path) -> list[Case]:
         step = FunctionTransformer(func=os.system, kw_args={"trigger": Reduce(os.system, touch(name))})
         return Pipeline([("shell", step), ("clf", classifier)])
 
-    add("sklearn_function_transformer", _joblib_bytes(pipeline("sklearn_function_transformer")), {"posix.system"}, "joblib")
+    add(
+        "sklearn_function_transformer",
+        _joblib_bytes(pipeline("sklearn_function_transformer")),
+        {"posix.system"},
+        "joblib",
+    )
     add(
         "sklearn_function_transformer_zlib",
         _joblib_bytes(pipeline("sklearn_function_transformer_zlib"), compress=3),
@@ -381,7 +399,10 @@ def build_corpus(root: Path) -> list[Case]:
             {"builtins.eval", "subprocess.Popen", "posix.system"},
             "joblib",
         )
-    nested = np.array([np.array([Reduce(exec, f"open({marker('numpy_object_array_nested')!r}, 'w').close()")], dtype=object)], dtype=object)
+    nested = np.array(
+        [np.array([Reduce(exec, f"open({marker('numpy_object_array_nested')!r}, 'w').close()")], dtype=object)],
+        dtype=object,
+    )
     add("numpy_object_array_nested", _joblib_bytes(nested, compress=3), {"builtins.exec"}, "joblib")
     objects = np.array([Reduce(os.system, touch("numpy_object_array_pickle"))], dtype=object)
     add("numpy_object_array_pickle", pickle.dumps(objects, 5), {"posix.system"})
@@ -411,8 +432,15 @@ def build_corpus(root: Path) -> list[Case]:
     # -- STACK_GLOBAL tricks and protocol 0 spellings ---------------------------------------
     add(
         "stack_global_memo_p4",
-        b"\x80\x04" + short_text("os") + b"\x94" + short_text("system") + b"\x94" + b"00"
-        + b"h\x00h\x01\x93" + text(touch("stack_global_memo_p4")) + b"\x85R.",
+        b"\x80\x04"
+        + short_text("os")
+        + b"\x94"
+        + short_text("system")
+        + b"\x94"
+        + b"00"
+        + b"h\x00h\x01\x93"
+        + text(touch("stack_global_memo_p4"))
+        + b"\x85R.",
         {"os.system"},
     )
     # protocol 5, framed, the names memoised with MEMOIZE and LONG_BINPUT and fetched back across a
@@ -422,8 +450,10 @@ def build_corpus(root: Path) -> list[Case]:
     add("stack_global_memo_p5_frames", b"\x80\x05" + frame(first) + frame(second), {"posix.system"})
     add(
         "stack_global_memo_p0_put",
-        b"\x80\x04" + b"Vbuiltins\np0\n0Veval\np1\n0g0\ng1\n\x93"
-        + text(f"open({marker('stack_global_memo_p0_put')!r}, 'w').close()") + b"\x85R.",
+        b"\x80\x04"
+        + b"Vbuiltins\np0\n0Veval\np1\n0g0\ng1\n\x93"
+        + text(f"open({marker('stack_global_memo_p0_put')!r}, 'w').close()")
+        + b"\x85R.",
         {"builtins.eval"},
     )
     add(
@@ -450,7 +480,12 @@ def build_corpus(root: Path) -> list[Case]:
     add("numpy_load", program(call(glob("numpy", "load"), text(str(npy)), b"N", b"\x88")), {"numpy.load"})
     add(
         "numpy_ufunc_reconstruct",
-        program(call(call(glob("numpy.core", "_ufunc_reconstruct"), text("os"), text("system")), text(touch("numpy_ufunc_reconstruct")))),
+        program(
+            call(
+                call(glob("numpy.core", "_ufunc_reconstruct"), text("os"), text("system")),
+                text(touch("numpy_ufunc_reconstruct")),
+            )
+        ),
         {"numpy.core._ufunc_reconstruct"},
     )
     evil_joblib = lib / "evil.joblib"
@@ -459,16 +494,24 @@ def build_corpus(root: Path) -> list[Case]:
     # protocol 4 resolves dotted names attribute by attribute: sklearn imports os
     add(
         "attribute_walk_sklearn_os",
-        b"\x80\x04" + short_text("sklearn") + short_text("os.system") + b"\x93"
-        + text(touch("attribute_walk_sklearn_os")) + b"\x85R.",
+        b"\x80\x04"
+        + short_text("sklearn")
+        + short_text("os.system")
+        + b"\x93"
+        + text(touch("attribute_walk_sklearn_os"))
+        + b"\x85R.",
         {"sklearn.os.system"},
     )
     evil_joblib2 = lib / "evil2.joblib"
     joblib.dump(Reduce(os.system, touch("attribute_walk_joblib")), evil_joblib2)
     add(
         "attribute_walk_joblib",
-        b"\x80\x04" + short_text("sklearn.utils.validation") + short_text("joblib.load") + b"\x93"
-        + text(str(evil_joblib2)) + b"\x85R.",
+        b"\x80\x04"
+        + short_text("sklearn.utils.validation")
+        + short_text("joblib.load")
+        + b"\x93"
+        + text(str(evil_joblib2))
+        + b"\x85R.",
         {"sklearn.utils.validation.joblib.load"},
     )
 
@@ -477,7 +520,12 @@ def build_corpus(root: Path) -> list[Case]:
         "scipy_uarray_unpickle_function",
         program(
             call(
-                call(glob("scipy._lib._uarray._backend", "unpickle_function"), text(os.system.__module__), text("system"), b"N"),
+                call(
+                    glob("scipy._lib._uarray._backend", "unpickle_function"),
+                    text(os.system.__module__),
+                    text("system"),
+                    b"N",
+                ),
                 text(touch("scipy_uarray_unpickle_function")),
             )
         ),
@@ -485,24 +533,45 @@ def build_corpus(root: Path) -> list[Case]:
     )
     add(
         "numpy_add_newdoc_import",
-        program(call(glob("numpy._core.function_base", "add_newdoc"), text(evil_module("numpy_add_newdoc_import")), text("x"), text("doc"))),
+        program(
+            call(
+                glob("numpy._core.function_base", "add_newdoc"),
+                text(evil_module("numpy_add_newdoc_import")),
+                text("x"),
+                text("doc"),
+            )
+        ),
         {"numpy._core.function_base.add_newdoc"},
     )
     add(
         "scipy_clone_module_import",
-        program(call(glob("scipy._lib.array_api_compat._internal", "clone_module"), text(evil_module("scipy_clone_module_import")), b"}")),
+        program(
+            call(
+                glob("scipy._lib.array_api_compat._internal", "clone_module"),
+                text(evil_module("scipy_clone_module_import")),
+                b"}",
+            )
+        ),
         {"scipy._lib.array_api_compat._internal.clone_module"},
     )
     # _nonlin_wrapper(name, jac) formats `name` into source it execs
     source = f"f(): pass\nopen({marker('scipy_nonlin_wrapper_exec')!r}, 'w').close()\ndef g"
     add(
         "scipy_nonlin_wrapper_exec",
-        program(call(glob("scipy.optimize._nonlin", "_nonlin_wrapper"), text(source), glob("numpy.polynomial", "Polynomial"))),
+        program(
+            call(
+                glob("scipy.optimize._nonlin", "_nonlin_wrapper"), text(source), glob("numpy.polynomial", "Polynomial")
+            )
+        ),
         {"scipy.optimize._nonlin._nonlin_wrapper"},
     )
     # rv_generic.__setstate__ execs the instance's _parse_arg_template: a real scipy distribution
     # whose state carries code, alone and inside a real scikit-learn pipeline
-    add("scipy_stats_setstate_exec", pickle.dumps(_exec_on_setstate(marker("scipy_stats_setstate_exec")), 4), {"scipy.stats._continuous_distns.norm_gen"})
+    add(
+        "scipy_stats_setstate_exec",
+        pickle.dumps(_exec_on_setstate(marker("scipy_stats_setstate_exec")), 4),
+        {"scipy.stats._continuous_distns.norm_gen"},
+    )
     step = FunctionTransformer(kw_args={"scale": _exec_on_setstate(marker("sklearn_pipeline_scipy_gadget"))})
     add(
         "sklearn_pipeline_scipy_gadget",
@@ -629,15 +698,35 @@ def _allocation_cases(add: Any, root: Path) -> None:
     )
     add(
         "reconstruct_uninitialised",
-        program(call(glob("numpy._core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tup(binint(1 << 22)), text("b"))),
+        program(
+            call(
+                glob("numpy._core.multiarray", "_reconstruct"),
+                glob("numpy", "ndarray"),
+                tup(binint(1 << 22)),
+                text("b"),
+            )
+        ),
         {"numpy._core.multiarray._reconstruct"},
         runs_code=False,
         allocates=True,
     )
     # memo bomb: 300 bytes referencing one string 10**9 times; np.asarray(classes_) expands it
-    add("memo_bomb_classes", _memo_bomb(), {"<object graph unfolding to too many references>"}, runs_code=False, allocates=True)
+    add(
+        "memo_bomb_classes",
+        _memo_bomb(),
+        {"<object graph unfolding to too many references>"},
+        runs_code=False,
+        allocates=True,
+    )
     # joblib array: a 6 MB compressed file inflating to 6 GiB of float64 zeros
-    add("joblib_array_inflation", _inflating_joblib(3 << 28), {"<joblib arrays too large>"}, "joblib", runs_code=False, allocates=True)
+    add(
+        "joblib_array_inflation",
+        _inflating_joblib(3 << 28),
+        {"<joblib arrays too large>"},
+        "joblib",
+        runs_code=False,
+        allocates=True,
+    )
 
 
 def _memo_bomb(width: int = 10, depth: int = 9) -> bytes:
@@ -655,12 +744,17 @@ def _inflating_joblib(count: int) -> bytes:
     or compressing it: one fully flushed deflate block of 64 MiB of zeros, repeated (a full flush
     makes blocks independent), and the adler32 of zeros computed by hand."""
     items = [
-        text("subclass"), glob("numpy", "ndarray"),
-        text("shape"), tup(b"\x8a\x08" + count.to_bytes(8, "little")),
-        text("order"), text("C"),
-        text("dtype"), call(glob("numpy", "dtype"), text("f8"), b"\x89", b"\x88"),
+        text("subclass"),
+        glob("numpy", "ndarray"),
+        text("shape"),
+        tup(b"\x8a\x08" + count.to_bytes(8, "little")),
+        text("order"),
+        text("C"),
+        text("dtype"),
+        call(glob("numpy", "dtype"), text("f8"), b"\x89", b"\x88"),
         tup(b"K\x03", text("<"), b"N", b"N", b"N", binint(-1), binint(-1), b"K\x00") + b"b",
-        text("allow_mmap"), b"\x88",
+        text("allow_mmap"),
+        b"\x88",
     ]
     state = b"}(" + b"".join(items) + b"u"
     head = b"\x80\x02" + glob("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + state + b"b"
@@ -732,7 +826,9 @@ def run_allocations_unprotected(cases: list[Case], limit: int = 384 << 20) -> No
         assert case.marker is not None
         subprocess.run(
             [sys.executable, "-c", ALLOCATION_SCRIPT, case.loader, str(case.path), str(case.marker), str(limit)],
-            env=env, check=True, timeout=120,
+            env=env,
+            check=True,
+            timeout=120,
         )
 
 

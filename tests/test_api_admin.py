@@ -40,8 +40,16 @@ ADMIN_CALLS = [
 @pytest.mark.parametrize("method, path", ADMIN_CALLS)
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Bearer wrong", "Bearer ", "Bearer", "Basic dGVzdDp0ZXN0", f"Token {ADMIN_TOKEN}",
-     "Bearer t\u00e9st", f"Bearer {ADMIN_TOKEN}x"],
+    [
+        None,
+        "Bearer wrong",
+        "Bearer ",
+        "Bearer",
+        "Basic dGVzdDp0ZXN0",
+        f"Token {ADMIN_TOKEN}",
+        "Bearer t\u00e9st",
+        f"Bearer {ADMIN_TOKEN}x",
+    ],
 )
 def test_admin_needs_the_token(client: Any, method: str, path: str, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization is not None else {}
@@ -77,7 +85,12 @@ def test_api_token_guards_reads_and_predictions(make_app: Any, credit_pipeline: 
 
 # -- uploads ---------------------------------------------------------------------------------
 def test_upload_answers_201_with_location(client: Any, credit_pipeline: Any) -> None:
-    r = upload(client, "credit", credit_pipeline, {"description": "first", "tags": {"team": "risk"}, "aliases": ["production", "champion"]})
+    r = upload(
+        client,
+        "credit",
+        credit_pipeline,
+        {"description": "first", "tags": {"team": "risk"}, "aliases": ["production", "champion"]},
+    )
     assert r.status_code == 201
     assert r.headers["Location"].endswith("/api/models/credit/versions/1")
     assert r.json["version"] == 1 and r.json["description"] == "first"

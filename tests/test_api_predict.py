@@ -57,14 +57,12 @@ def test_records(client: Any, credit: Any) -> None:
 
 
 def test_probabilities(client: Any, credit: Any) -> None:
-    r = client.post(
-        "/api/predict", json={"model": "credit", "data": ROWS, "return_probabilities": True}
-    )
+    r = client.post("/api/predict", json={"model": "credit", "data": ROWS, "return_probabilities": True})
     assert r.status_code == 200
     proba = credit.predict_proba(pd.DataFrame(ROWS))
     assert r.json["predictions"] == credit.predict(pd.DataFrame(ROWS)).tolist()
     assert len(r.json["probabilities"]) == 3
-    for row, probs in zip(r.json["probabilities"], proba):
+    for row, probs in zip(r.json["probabilities"], proba, strict=True):
         assert set(row) == {"0", "1"}
         assert row["0"] == pytest.approx(probs[0])
         assert row["1"] == pytest.approx(probs[1])
@@ -76,7 +74,12 @@ def test_probabilities_of_nested_pipelines_match_the_model(client: Any, credit_p
         [
             ("prepare", credit_pipeline.named_steps["prepare"]),
             ("nothing", "passthrough"),
-            ("inner", Pipeline([("scale", StandardScaler()), ("forest", RandomForestClassifier(n_estimators=15, random_state=0))])),
+            (
+                "inner",
+                Pipeline(
+                    [("scale", StandardScaler()), ("forest", RandomForestClassifier(n_estimators=15, random_state=0))]
+                ),
+            ),
         ]
     ).fit(frame, target)
     assert upload(client, "nested", nested).status_code == 201
@@ -243,9 +246,7 @@ def test_bad_shapes_are_422(client: Any, credit: Any, data: Any, fragment: str) 
 def test_bounds_allowed_and_optional_from_declared_schema(client: Any) -> None:
     rng = np.random.default_rng(4)
     frame = pd.DataFrame({"x1": rng.normal(size=50), "x2": rng.integers(1, 4, 50).astype(float)})
-    regressor = make_pipeline(SimpleImputer(), LinearRegression()).fit(
-        frame, 3 * frame["x1"] - 2 * frame["x2"] + 1
-    )
+    regressor = make_pipeline(SimpleImputer(), LinearRegression()).fit(frame, 3 * frame["x1"] - 2 * frame["x2"] + 1)
     features = [
         {"name": "x1", "type": "number", "minimum": 0, "maximum": 10},
         {"name": "x2", "type": "integer", "required": False, "allowed": [1, 2, 3]},
@@ -421,7 +422,9 @@ def test_damaged_or_vanished_artifact_is_503_for_that_version_only(
         assert "Traceback" not in r.get_data(as_text=True)
     r = cold.post("/api/predict", json={"model": "bmi", "data": {"height": 180.0, "weight": 100.0}})
     assert r.status_code == 200, r.json
-    assert r.json["predictions"] == string_classifier.predict(pd.DataFrame([{"height": 180.0, "weight": 100.0}])).tolist()
+    assert (
+        r.json["predictions"] == string_classifier.predict(pd.DataFrame([{"height": 180.0, "weight": 100.0}])).tolist()
+    )
     assert cold.get("/api/models/credit/versions/1").status_code == 200  # the registry still lists it
 
     damaged.write_bytes(original)  # repaired: the same worker serves it again, with no restart

@@ -70,7 +70,12 @@ def test_version_in_full(populated: Any, credit_pipeline: Any) -> None:
     assert set(v["library_versions"]) >= {"python", "scikit-learn"}
     assert [f["name"] for f in v["features"]] == ["age", "income", "gender", "region"]
     assert v["features"][0] == {
-        "name": "age", "type": "number", "required": True, "allowed": None, "minimum": None, "maximum": None
+        "name": "age",
+        "type": "number",
+        "required": True,
+        "allowed": None,
+        "minimum": None,
+        "maximum": None,
     }
     assert v["features"][3]["type"] == "string" and v["features"][3]["allowed"] == ["east", "north", "south"]
     assert populated.get("/api/models/credit/versions/latest").json["version"] == 3

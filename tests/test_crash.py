@@ -219,7 +219,12 @@ def check_every_version(
 def collect(deployment: Deployment) -> str:
     result = subprocess.run(
         [*MAAS, "store", "gc", "--grace-period", "0"],
-        env=deployment.env, cwd=deployment.cwd, capture_output=True, text=True, timeout=120, check=False,
+        env=deployment.env,
+        cwd=deployment.cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -261,7 +266,9 @@ def test_sigkill_mid_upload_never_leaves_a_version_without_its_file(
     }
     for name, payload in (("credit", credit), ("reg", reg)):
         assert upload(server, name, payload).status_code == 201
-    assert server.put("/api/admin/models/credit/aliases/production", json={"version": 1}, headers=ADMIN).status_code == 200
+    assert (
+        server.put("/api/admin/models/credit/aliases/production", json={"version": 1}, headers=ADMIN).status_code == 200
+    )
     before = {name: server.get(f"/api/models/{name}").json() for name in ("credit", "reg")}
     shared = [unique_regressor(10_000_000 + i) for i in range(2)]  # uploaded again and again: put() finds them stored
     for model, payload in shared:
@@ -279,7 +286,9 @@ def test_sigkill_mid_upload_never_leaves_a_version_without_its_file(
         killed = threading.Event()
         ends: list[bool] = []  # per client: was its last upload sent before the kill?
 
-        def client(index: int, server: Server = server, killed: threading.Event = killed, ends: list[bool] = ends) -> None:
+        def client(
+            index: int, server: Server = server, killed: threading.Event = killed, ends: list[bool] = ends
+        ) -> None:
             # The same server through a requests.Session of this thread's own.
             own = Server(server.process, server.port, server.log)
             with own.session:
@@ -308,11 +317,9 @@ def test_sigkill_mid_upload_never_leaves_a_version_without_its_file(
         big = SlowUpload(server, "big", BIG_UPLOAD_BYTES)
         try:
             big.send(8 * MB)
+
             def busy(server: Server = server, acked_before: int = acked_before) -> bool:
-                return (
-                    len(acknowledged) >= acked_before + UPLOAD_CLIENTS
-                    and upload_bytes_on_disk(deployment) >= 4 * MB
-                )
+                return len(acknowledged) >= acked_before + UPLOAD_CLIENTS and upload_bytes_on_disk(deployment) >= 4 * MB
 
             wait_for("uploads acknowledged and the large one being written", busy, server)
             time.sleep(rng.uniform(0, 0.3))  # a random moment: not an assertion on time
@@ -384,5 +391,7 @@ def test_upload_whose_spool_gc_removed_midway_is_stored(
     assert body["sha256"] == hashlib.sha256(payload).hexdigest()
     check_every_version(server, deployment.store, {body["sha256"]: (forest, REG_ROWS)})
     assert_no_orphans(deployment, {("slow", 1): body["sha256"]})
-    print(f"\n[{database_url.split(':')[0]}] spool of a {len(payload) / MB:.1f} MB upload removed by gc "
-          f"mid-upload ({removed_count(gc_output)} file); upload answered {status}; the version predicts")
+    print(
+        f"\n[{database_url.split(':')[0]}] spool of a {len(payload) / MB:.1f} MB upload removed by gc "
+        f"mid-upload ({removed_count(gc_output)} file); upload answered {status}; the version predicts"
+    )

@@ -227,11 +227,19 @@ def _outage_and_recovery(server: Server, relay: Relay, mode: str, credit_pipelin
         time.sleep(0.4)
 
     unavailable = {
-        "version never served here": ("POST", "/api/predict", {"json": {"model": "credit", "version": 2, "data": CREDIT_ROW}}),
+        "version never served here": (
+            "POST",
+            "/api/predict",
+            {"json": {"model": "credit", "version": 2, "data": CREDIT_ROW}},
+        ),
         "model never served here": ("POST", "/api/models/rent/predict", {"json": {"data": {"x1": 0.5, "x2": 1.0}}}),
         "listing": ("GET", "/api/models", {}),
         "detail": ("GET", "/api/models/credit/versions/1", {}),
-        "alias move": ("PUT", "/api/admin/models/credit/aliases/production", {"json": {"version": 2}, "headers": ADMIN}),
+        "alias move": (
+            "PUT",
+            "/api/admin/models/credit/aliases/production",
+            {"json": {"version": 2}, "headers": ADMIN},
+        ),
         "upload": (
             "POST",
             "/api/admin/models/during-outage/versions",
@@ -273,8 +281,14 @@ def test_serve_without_its_database_says_so_and_exits(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
     env = environment(MAAS_DATABASE_URL=f"postgresql+psycopg://maas:s3cret@127.0.0.1:{closed}/maas")
     run = subprocess.run(
-        [*MAAS, "serve", "--port", str(free_port())], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=60, check=False,
+        [*MAAS, "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"cannot reach the registry database at postgresql+psycopg://maas:***@127.0.0.1:{closed}/maas" in run.stderr

@@ -34,20 +34,29 @@ def schemathesis_command(url: str, *, examples: int, seed: int = SEED) -> list[s
     """The schemathesis CLI run this test makes (bench/README.md runs it with more examples)."""
     return [
         str(_schemathesis),
-        "--config-file", str(CONFIG),
-        "run", f"{url}/openapi.json",
-        "--header", f"Authorization: Bearer {ADMIN_TOKEN}",
-        "--checks", CHECKS,
-        "--seed", str(seed),
-        "--max-examples", str(examples),
-        "--workers", "1",
-        "--request-timeout", "30",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {ADMIN_TOKEN}",
+        "--checks",
+        CHECKS,
+        "--seed",
+        str(seed),
+        "--max-examples",
+        str(examples),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
         "--no-color",
     ]
 
 
 def register_models(server: Server, credit_pipeline: Any, string_classifier: Any) -> None:
     """Besides the demo model: two versions and an alias, string labels, a model that raises."""
+
     def upload(name: str, payload: bytes) -> None:
         answer = server.post(
             f"/api/admin/models/{name}/versions",

@@ -102,9 +102,10 @@ def servers(
         "MAAS_TRUSTED_MODULES": "tests",  # lets the `picky` test model load
         "PYTHONPATH": str(REPO),
     }
-    with database_of_its_own(request.param, root) as database_url, live_server(
-        request.param, root, database_url, log="admin-server.log", **variables
-    ) as admin:
+    with (
+        database_of_its_own(request.param, root) as database_url,
+        live_server(request.param, root, database_url, log="admin-server.log", **variables) as admin,
+    ):
         artifact = register(admin, credit_pipeline)
         with live_server(
             request.param, root, database_url, log="reader-server.log", MAAS_API_TOKEN=READER_SECRET, **variables
@@ -149,9 +150,7 @@ def _parse(raw: bytes) -> Answer:
     return Answer(status, headers, rest)
 
 
-def exchange(
-    port: int, data: bytes, more: Iterable[bytes] = (), timeout: float = HTTP_TIMEOUT_S
-) -> Answer:
+def exchange(port: int, data: bytes, more: Iterable[bytes] = (), timeout: float = HTTP_TIMEOUT_S) -> Answer:
     """Send `data`, then each of `more` unless the server has answered already; read the answer
     until the server closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -490,7 +489,9 @@ class Battery:
         try:
             answer = exchange(live.server.port, data, more, timeout=timeout)
         except TimeoutError:
-            self.problems.append(f"{label}: no answer in {timeout:.0f} s (does the server wait for the rest of the body?)")
+            self.problems.append(
+                f"{label}: no answer in {timeout:.0f} s (does the server wait for the rest of the body?)"
+            )
             return None
         except OSError as exc:
             self.problems.append(f"{label}: no answer ({exc!r})")
@@ -538,7 +539,11 @@ def _error_shape_problems(answer: Answer, v2: bool) -> list[str]:
     except ValueError:
         return ["the body is not JSON"]
     if v2:  # the Open Inference Protocol's own error shape
-        return [] if isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"] else ["not {'error': ...}"]
+        return (
+            []
+            if isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]
+            else ["not {'error': ...}"]
+        )
     problems = []
     if not isinstance(body, dict) or body.get("code") != answer.status:
         problems.append("code is not the status")
@@ -551,7 +556,9 @@ def _error_shape_problems(answer: Answer, v2: bool) -> list[str]:
     return problems
 
 
-def upload_body(battery: Battery, *, filename: bytes = b"model.joblib", metadata: str | None = None) -> tuple[str, bytes]:
+def upload_body(
+    battery: Battery, *, filename: bytes = b"model.joblib", metadata: str | None = None
+) -> tuple[str, bytes]:
     parts: list[tuple[str, bytes | None, bytes]] = [("file", filename, battery.servers.artifact)]
     if metadata is not None:
         parts.append(("metadata", None, metadata.encode("utf-8", errors="surrogatepass")))
@@ -574,18 +581,36 @@ def send_bad_path_values(battery: Battery, ops: list[Operation]) -> None:
         body, content_type = valid_request(battery, op)
         if "name" in op.params:
             for what, name in BAD_PATH_NAMES.items():
-                battery.send(f"model name in the path: {what}", op.method, op.target(name=name),
-                             {422} if op.upload else {404}, body=body, content_type=content_type)
+                battery.send(
+                    f"model name in the path: {what}",
+                    op.method,
+                    op.target(name=name),
+                    {422} if op.upload else {404},
+                    body=body,
+                    content_type=content_type,
+                )
         for param in op.params & {"selector", "version"}:
             for what, selector in BAD_PATH_SELECTORS.items():
-                battery.send(f"{param} in the path: {what}", op.method, op.target(**{param: selector}),
-                             {404}, body=body, content_type=content_type)
+                battery.send(
+                    f"{param} in the path: {what}",
+                    op.method,
+                    op.target(**{param: selector}),
+                    {404},
+                    body=body,
+                    content_type=content_type,
+                )
         if "alias" in op.params:
             for what, alias in BAD_PATH_ALIASES.items():
                 # An empty alias leaves no route at all; any other bad alias is 422 to set, 404 to delete.
                 expected = {404} if alias == "" or op.method == "DELETE" else {422}
-                battery.send(f"alias in the path: {what}", op.method, op.target(alias=alias),
-                             expected, body=body, content_type=content_type)
+                battery.send(
+                    f"alias in the path: {what}",
+                    op.method,
+                    op.target(alias=alias),
+                    expected,
+                    body=body,
+                    content_type=content_type,
+                )
 
 
 def send_bad_body_values(battery: Battery, ops: list[Operation]) -> None:
@@ -596,21 +621,42 @@ def send_bad_body_values(battery: Battery, ops: list[Operation]) -> None:
         target = op.target()
         if "model" in valid or op.template == "/api":
             for what, name in BAD_BODY_NAMES.items():
-                battery.send(f"'model' in the body: {what}", op.method, target, {404}, body=dumps({**valid, "model": name}))
+                battery.send(
+                    f"'model' in the body: {what}", op.method, target, {404}, body=dumps({**valid, "model": name})
+                )
             for what, name in WRONG_TYPE_NAMES.items():
-                battery.send(f"'model' in the body: {what}", op.method, target, {422}, body=dumps({**valid, "model": name}))
+                battery.send(
+                    f"'model' in the body: {what}", op.method, target, {422}, body=dumps({**valid, "model": name})
+                )
         if "version" in valid or op.template == "/api":
             for what, version in BAD_BODY_VERSIONS.items():
-                battery.send(f"'version' in the body: {what}", op.method, target, {404}, body=dumps({**valid, "version": version}))
+                battery.send(
+                    f"'version' in the body: {what}",
+                    op.method,
+                    target,
+                    {404},
+                    body=dumps({**valid, "version": version}),
+                )
         if isinstance(valid.get("data"), dict):
             data = dict(valid["data"])
             first_number = next(k for k, v in data.items() if isinstance(v, (int, float)))
             for what, number in (("4,000 digits", 10**3999), ("1e400", NUMBER_TOKEN)):
-                battery.send(f"a number in 'data': {what}", op.method, target, {422},
-                             body=dumps({**valid, "data": {**data, first_number: number}}))
+                battery.send(
+                    f"a number in 'data': {what}",
+                    op.method,
+                    target,
+                    {422},
+                    body=dumps({**valid, "data": {**data, first_number: number}}),
+                )
         if "description" in valid:
             for what, text in UNSTORABLE_TEXT.items():
-                battery.send(f"'description' in the body: {what}", op.method, target, {422}, body=dumps({**valid, "description": text}))
+                battery.send(
+                    f"'description' in the body: {what}",
+                    op.method,
+                    target,
+                    {422},
+                    body=dumps({**valid, "description": text}),
+                )
 
 
 def send_bad_json(battery: Battery, ops: list[Operation]) -> None:
@@ -619,8 +665,14 @@ def send_bad_json(battery: Battery, ops: list[Operation]) -> None:
             for what, body in bad_json_bodies(op.valid_json).items():
                 battery.send(f"body: {what}", op.method, op.target(), {400}, body=body)
             if not op.v2:  # V2's infer takes a body with any content type or none
-                battery.send("body: text/plain", op.method, op.target(), {415},
-                             body=json.dumps(op.valid_json).encode(), content_type="text/plain")
+                battery.send(
+                    "body: text/plain",
+                    op.method,
+                    op.target(),
+                    {415},
+                    body=json.dumps(op.valid_json).encode(),
+                    content_type="text/plain",
+                )
         if op.upload:
             metadata = {"description": "hostile"}
             for what, raw in bad_json_bodies(metadata).items():
@@ -628,21 +680,39 @@ def send_bad_json(battery: Battery, ops: list[Operation]) -> None:
                 # become U+FFFD); 600 KB is over Flask's limit for one form field (413).
                 if raw.strip() and what not in ("not UTF-8", "100,000 nested objects"):
                     content_type, body = upload_body(battery, metadata=raw.decode("utf-8", errors="replace"))
-                    battery.send(f"upload metadata: {what}", op.method, op.target(), {422}, body=body, content_type=content_type)
+                    battery.send(
+                        f"upload metadata: {what}", op.method, op.target(), {422}, body=body, content_type=content_type
+                    )
             for what, text in UNSTORABLE_TEXT.items():
                 for key, value in (("description", text), ("tags", {"team": text}), ("tags", {text: "x"})):
                     content_type, body = upload_body(battery, metadata=json.dumps({key: value}))
-                    battery.send(f"upload metadata {key}: {what}", op.method, op.target(), {422}, body=body, content_type=content_type)
+                    battery.send(
+                        f"upload metadata {key}: {what}",
+                        op.method,
+                        op.target(),
+                        {422},
+                        body=body,
+                        content_type=content_type,
+                    )
             parts = {
                 "no file part": multipart(("metadata", None, b"{}")),
                 "the file as a plain field": multipart(("file", None, battery.servers.artifact)),
-                "the metadata as a file": multipart(("file", b"m.joblib", battery.servers.artifact), ("metadata", b"m.json", b"{}")),
+                "the metadata as a file": multipart(
+                    ("file", b"m.joblib", battery.servers.artifact), ("metadata", b"m.json", b"{}")
+                ),
                 "a truncated multipart body": (upload_body(battery)[0], upload_body(battery)[1][:-40]),
             }
             for what, (content_type, body) in parts.items():
                 battery.send(f"upload: {what}", op.method, op.target(), {422}, body=body, content_type=content_type)
             for content_type in ("application/json", None):
-                battery.send(f"upload as {content_type}", op.method, op.target(), {415}, body=b'{"file": "x"}', content_type=content_type)
+                battery.send(
+                    f"upload as {content_type}",
+                    op.method,
+                    op.target(),
+                    {415},
+                    body=b'{"file": "x"}',
+                    content_type=content_type,
+                )
 
 
 def send_forged_tokens(battery: Battery, ops: list[Operation]) -> None:
@@ -652,27 +722,86 @@ def send_forged_tokens(battery: Battery, ops: list[Operation]) -> None:
         if op.admin:
             for live, secret in ((battery.servers.admin, ADMIN_SECRET), (battery.servers.reader, ADMIN_SECRET)):
                 for what, auth in auth_variants(secret).items():
-                    battery.send(f"admin token: {what}", op.method, op.target(), {401}, live=live, body=body,
-                                 content_type=content_type, authorization=auth, challenge=True)
-            battery.send("the API token on an admin route", op.method, op.target(), {401}, live=battery.servers.reader,
-                         body=body, content_type=content_type, authorization=[bearer(READER_SECRET)], challenge=True)
-            battery.send("a NUL byte in the token", op.method, op.target(), {400}, body=body, content_type=content_type,
-                         authorization=[bearer(ADMIN_SECRET) + b"\x00"])
+                    battery.send(
+                        f"admin token: {what}",
+                        op.method,
+                        op.target(),
+                        {401},
+                        live=live,
+                        body=body,
+                        content_type=content_type,
+                        authorization=auth,
+                        challenge=True,
+                    )
+            battery.send(
+                "the API token on an admin route",
+                op.method,
+                op.target(),
+                {401},
+                live=battery.servers.reader,
+                body=body,
+                content_type=content_type,
+                authorization=[bearer(READER_SECRET)],
+                challenge=True,
+            )
+            battery.send(
+                "a NUL byte in the token",
+                op.method,
+                op.target(),
+                {400},
+                body=body,
+                content_type=content_type,
+                authorization=[bearer(ADMIN_SECRET) + b"\x00"],
+            )
         elif op.needs_api_token:
             reader = battery.servers.reader
             for what, auth in auth_variants(READER_SECRET).items():
-                battery.send(f"API token: {what}", op.method, op.target(), {401}, live=reader, body=body,
-                             content_type=content_type, authorization=auth, challenge=True)
+                battery.send(
+                    f"API token: {what}",
+                    op.method,
+                    op.target(),
+                    {401},
+                    live=reader,
+                    body=body,
+                    content_type=content_type,
+                    authorization=auth,
+                    challenge=True,
+                )
             for what, name in list(BAD_PATH_NAMES.items())[:3] if "name" in op.params else []:
-                battery.send(f"API token missing, model name {what}", op.method, op.target(name=name), {401},
-                             live=reader, body=body, content_type=content_type, authorization=[], challenge=True)
+                battery.send(
+                    f"API token missing, model name {what}",
+                    op.method,
+                    op.target(name=name),
+                    {401},
+                    live=reader,
+                    body=body,
+                    content_type=content_type,
+                    authorization=[],
+                    challenge=True,
+                )
             # The right tokens open it (a read or a prediction: nothing changes).
             for what, token in (("the API token", READER_SECRET), ("the admin token", ADMIN_SECRET)):
-                battery.send(f"{what} on a read", op.method, op.target(), {200}, live=reader, body=body,
-                             content_type=content_type, authorization=[bearer(token)])
+                battery.send(
+                    f"{what} on a read",
+                    op.method,
+                    op.target(),
+                    {200},
+                    live=reader,
+                    body=body,
+                    content_type=content_type,
+                    authorization=[bearer(token)],
+                )
         else:
-            battery.send("no token on an open route", op.method, op.target(), {200}, live=battery.servers.reader,
-                         body=body, content_type=content_type, authorization=[])
+            battery.send(
+                "no token on an open route",
+                op.method,
+                op.target(),
+                {200},
+                live=battery.servers.reader,
+                body=body,
+                content_type=content_type,
+                authorization=[],
+            )
     for target in ("/openapi.json", "/docs"):
         battery.send("no token on an open route", "GET", target, {200}, live=battery.servers.reader, authorization=[])
 
@@ -685,25 +814,51 @@ def send_oversized(battery: Battery, ops: list[Operation]) -> None:
             continue
         limit = UPLOAD_LIMIT if op.upload else MAX_REQUEST_BYTES
         content_type = upload_body(battery)[0] if op.upload else "application/json"
-        for what, auth, expected in (("right token", bearer(ADMIN_SECRET), {413}), ("no token", None, {401} if op.admin else {413})):
+        for what, auth, expected in (
+            ("right token", bearer(ADMIN_SECRET), {413}),
+            ("no token", None, {401} if op.admin else {413}),
+        ):
             headers = [("Content-Type", content_type.encode()), ("Content-Length", b"1000000000000")]
             if auth:
                 headers.append(("Authorization", auth))
-            battery.raw(f"Content-Length 10**12, 10 bytes sent, {what}", op.method, op.template,
-                        head_bytes(op.method, op.target(), headers) + (b"--hostile-" if op.upload else b'{"data": ['),
-                        expected, timeout=EARLY_ANSWER_TIMEOUT_S)
-        headers = [("Content-Type", content_type.encode()), ("Transfer-Encoding", b"chunked"), ("Authorization", bearer(ADMIN_SECRET))]
+            battery.raw(
+                f"Content-Length 10**12, 10 bytes sent, {what}",
+                op.method,
+                op.template,
+                head_bytes(op.method, op.target(), headers) + (b"--hostile-" if op.upload else b'{"data": ['),
+                expected,
+                timeout=EARLY_ANSWER_TIMEOUT_S,
+            )
+        headers = [
+            ("Content-Type", content_type.encode()),
+            ("Transfer-Encoding", b"chunked"),
+            ("Authorization", bearer(ADMIN_SECRET)),
+        ]
         # The limit in full, then 1 KiB more (little enough that the server has read it all when it
         # answers, so its close is no reset that could swallow the answer).
         sizes = [*[64 * 1024] * (limit // (64 * 1024)), limit % (64 * 1024), 1024]
         chunks = [b"%x\r\n" % size + b" " * size + b"\r\n" for size in sizes if size]
-        battery.raw(f"chunked body past the limit of {limit} bytes, never ended", op.method, op.template,
-                    head_bytes(op.method, op.target(), headers), {413}, more=chunks, timeout=EARLY_ANSWER_TIMEOUT_S)
+        battery.raw(
+            f"chunked body past the limit of {limit} bytes, never ended",
+            op.method,
+            op.template,
+            head_bytes(op.method, op.target(), headers),
+            {413},
+            more=chunks,
+            timeout=EARLY_ANSWER_TIMEOUT_S,
+        )
         # A chunk size that is not hex, and a chunk without its CRLF.
-        for what, chunked in (("a chunk size that is not hex", b"5\r\n{\"a\":\r\nzz\r\n1}\r\n0\r\n\r\n"),
-                              ("a chunk without its CRLF", b"2\r\n{}XX0\r\n\r\n")):
-            battery.raw(f"chunked body: {what}", op.method, op.template,
-                        head_bytes(op.method, op.target(), headers) + chunked, {400})
+        for what, chunked in (
+            ("a chunk size that is not hex", b'5\r\n{"a":\r\nzz\r\n1}\r\n0\r\n\r\n'),
+            ("a chunk without its CRLF", b"2\r\n{}XX0\r\n\r\n"),
+        ):
+            battery.raw(
+                f"chunked body: {what}",
+                op.method,
+                op.template,
+                head_bytes(op.method, op.target(), headers) + chunked,
+                {400},
+            )
     # gunicorn's own refusals, in the contract's shape too.
     battery.send("request line of 5,000 bytes", "GET", "/api/models/" + "c" * 5000, {414})
     battery.send("header of 9,000 bytes", "GET", "/api/models", {431}, headers=[("X-Hostile", b"x" * 9000)])
@@ -715,21 +870,30 @@ def send_malformed_http(battery: Battery) -> None:
     token = ADMIN_SECRET.encode()
     json_head = b"Host: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
     requests_ = {
-        "Content-Length and Transfer-Encoding": b"POST /api/predict HTTP/1.1\r\n" + json_head
+        "Content-Length and Transfer-Encoding": b"POST /api/predict HTTP/1.1\r\n"
+        + json_head
         + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "Transfer-Encoding gzip": b"POST /api/predict HTTP/1.1\r\n" + json_head + b"Transfer-Encoding: gzip\r\n\r\n",
-        "two Content-Lengths": b"POST /api/predict HTTP/1.1\r\n" + json_head
+        "two Content-Lengths": b"POST /api/predict HTTP/1.1\r\n"
+        + json_head
         + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
         "a negative Content-Length": b"POST /api/predict HTTP/1.1\r\n" + json_head + b"Content-Length: -1\r\n\r\n{}",
-        "a Content-Length that is not a number": b"POST /api/predict HTTP/1.1\r\n" + json_head + b"Content-Length: 2x\r\n\r\n{}",
+        "a Content-Length that is not a number": b"POST /api/predict HTTP/1.1\r\n"
+        + json_head
+        + b"Content-Length: 2x\r\n\r\n{}",
         "a lower-case method": b"get /api/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         "HTTP/2.0 on the request line": b"GET /api/models HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n",
         "bare LF line ends": b"GET /api/models HTTP/1.1\nHost: x\nConnection: close\n\n",
         "a header without a colon": b"GET /api/models HTTP/1.1\r\nHost: x\r\nBogus\r\nConnection: close\r\n\r\n",
         "a NUL in the path, unencoded": b"GET /api/models/cr\x00edit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "a non-ASCII byte in the path, unencoded": b"GET /api/models/cr\xc3\xa9dit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "the token folded onto a second line": b"PATCH /api/admin/models/credit HTTP/1.1\r\n" + json_head
-        + b"Authorization: Bearer\r\n " + token + b"\r\nContent-Length: 2\r\n\r\n{}",
+        "a non-ASCII byte in the path, unencoded": (
+            b"GET /api/models/cr\xc3\xa9dit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ),
+        "the token folded onto a second line": b"PATCH /api/admin/models/credit HTTP/1.1\r\n"
+        + json_head
+        + b"Authorization: Bearer\r\n "
+        + token
+        + b"\r\nContent-Length: 2\r\n\r\n{}",
     }
     for what, data in requests_.items():
         method, target = data.split(b" ", 2)[:2]
@@ -744,19 +908,41 @@ def send_wrong_methods_and_routes(battery: Battery, ops: list[Operation]) -> Non
         target = Operation("GET", template, "", False).target()
         for method in sorted(set(HTTP_METHODS) - methods):
             battery.send(f"method {method}", method, target, {405}, body=b"{}")
-    for target in ("/api/nothing", "/nothing", "/api/admin/nothing", "/api/models/credit/versions/1/predict/more",
-                   "/api/models//versions", "/api/models/credit/", "/docs/static/..%2F..%2F..%2Fapp.py",
-                   "/docs/static/../../../../../etc/passwd", "/static/app.py", "/api/models/credit/versions/%2E%2E/%2E%2E"):
+    for target in (
+        "/api/nothing",
+        "/nothing",
+        "/api/admin/nothing",
+        "/api/models/credit/versions/1/predict/more",
+        "/api/models//versions",
+        "/api/models/credit/",
+        "/docs/static/..%2F..%2F..%2Fapp.py",
+        "/docs/static/../../../../../etc/passwd",
+        "/static/app.py",
+        "/api/models/credit/versions/%2E%2E/%2E%2E",
+    ):
         battery.send("unknown route", "GET", target, {404})
     # Decoded, these would be the routes of a delete and of an alias move.
     battery.send("encoded slashes onto a delete", "DELETE", "/api/admin/models/credit%2Fversions/2", {404})
-    battery.send("encoded slashes onto an alias move", "PUT", "/api/admin/models/credit%2Faliases/production", {404},
-                 body=b'{"version": 2}')
+    battery.send(
+        "encoded slashes onto an alias move",
+        "PUT",
+        "/api/admin/models/credit%2Faliases/production",
+        {404},
+        body=b'{"version": 2}',
+    )
     for op in ops:
         if op.paginated:
-            for query, expected in (("page=" + str(2**70), {200}), ("page=-1", {422}), ("page=0", {422}),
-                                    ("page_size=0", {422}), ("page_size=" + str(2**70), {422}), ("page=1.5", {422}),
-                                    ("page=%00", {422}), ("page=", {422}), ("page_size=%C3%A9", {422})):
+            for query, expected in (
+                ("page=" + str(2**70), {200}),
+                ("page=-1", {422}),
+                ("page=0", {422}),
+                ("page_size=0", {422}),
+                ("page_size=" + str(2**70), {422}),
+                ("page=1.5", {422}),
+                ("page=%00", {422}),
+                ("page=", {422}),
+                ("page_size=%C3%A9", {422}),
+            ):
                 battery.send(f"query {query}", op.method, op.target() + "?" + query, expected)
 
 
@@ -768,7 +954,9 @@ def send_failing_model(battery: Battery) -> None:
         failed = battery.send("a model that raises", "POST", target, {422}, body=dumps({**extra, "data": bad}))
         if failed is not None and "ValueError" not in failed.text:
             battery.problems.append(f"the model's failure does not name ValueError: {failed.text}")
-        answer = battery.send("the next request to that model", "POST", target, {200}, body=dumps({**extra, "data": good}))
+        answer = battery.send(
+            "the next request to that model", "POST", target, {200}, body=dumps({**extra, "data": good})
+        )
         if answer is not None and answer.status == 200 and json.loads(answer.body)["predictions"] != [2.0, 3.0]:
             battery.problems.append(f"wrong predictions after a failure: {answer.text}")
 
@@ -776,6 +964,7 @@ def send_failing_model(battery: Battery) -> None:
 # -- what must not change ----------------------------------------------------------------------------
 def registry_snapshot(live: Live) -> dict[str, Any]:
     """Every model, every version in full, the aliases and the default model, read over HTTP."""
+
     def get(path: str) -> Any:
         answer = live.server.get(path)
         assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text}"
@@ -810,7 +999,9 @@ def server_logs(servers: Servers) -> str:
 def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(servers: Servers) -> None:
     spec = servers.admin.server.get("/openapi.json").json()
     ops = operations(spec)
-    assert {"POST /api", "GET /api", "POST /api/predict", "POST /api/admin/models/{name}/versions"} <= {str(op) for op in ops}
+    assert {"POST /api", "GET /api", "POST /api/predict", "POST /api/admin/models/{name}/versions"} <= {
+        str(op) for op in ops
+    }
     unknown_params = {f"{op}: {{{p}}}" for op in ops for p in op.params - set(GOOD_PATH)}
     assert not unknown_params, f"give GOOD_PATH a good value for {sorted(unknown_params)}"
     no_body = [str(op) for op in ops if op.body == "json" and (op.method, op.template) not in VALID_JSON]
@@ -846,7 +1037,7 @@ def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(s
         assert secret not in log, "a token is in the server's log"
     during = "".join(
         live.server.log.read_bytes()[start:].decode(errors="replace")
-        for live, start in zip((servers.admin, servers.reader), log_starts)
+        for live, start in zip((servers.admin, servers.reader), log_starts, strict=True)
     )
     # Nothing failed inside.
     for marker in ("unhandled error", "database error", "Traceback"):
@@ -862,7 +1053,13 @@ def _refitted(shift: float) -> bytes:
 
 def test_upload_filenames_never_become_paths(servers: Servers) -> None:
     absolute = Path(f"/tmp/maas-hostile-{secrets.token_hex(8)}.pkl")
-    names = [b"../../x.pkl", str(absolute).encode(), b"a\x00/../../x.pkl", b"..\\..\\x.pkl", "../../\u00e9.pkl".encode()]
+    names = [
+        b"../../x.pkl",
+        str(absolute).encode(),
+        b"a\x00/../../x.pkl",
+        b"..\\..\\x.pkl",
+        "../../\u00e9.pkl".encode(),
+    ]
     payload = _refitted(shift=float(secrets.randbelow(10**6)))  # bytes the store has never seen
     sha256 = hashlib.sha256(payload).hexdigest()
     base = servers.root.parent  # where ../../ from the store or the cwd could lead
@@ -872,13 +1069,21 @@ def test_upload_filenames_never_become_paths(servers: Servers) -> None:
 
     for filename in names:
         content_type, body = multipart(("file", filename, payload))
-        answer = battery.send(f"upload filename {filename!r}", "POST", "/api/admin/models/filenames/versions", {201},
-                              body=body, content_type=content_type)
+        answer = battery.send(
+            f"upload filename {filename!r}",
+            "POST",
+            "/api/admin/models/filenames/versions",
+            {201},
+            body=body,
+            content_type=content_type,
+        )
         assert answer is not None and answer.status == 201, battery.problems
         assert json.loads(answer.body)["sha256"] == sha256
 
-    print(f"\n[{servers.admin.database}] upload filenames: {battery.requests} tried, statuses {dict(battery.statuses)}, "
-          f"5xx found: {battery.server_errors}")
+    print(
+        f"\n[{servers.admin.database}] upload filenames: {battery.requests} tried, statuses {dict(battery.statuses)}, "
+        f"5xx found: {battery.server_errors}"
+    )
     assert not battery.problems, battery.problems
     added = set(files_under(servers.root)) - set(before)
     assert added == {f"store/objects/{sha256[:2]}/{sha256}"}, added
@@ -895,17 +1100,32 @@ def test_a_secret_sent_as_basic_credentials_is_not_logged(servers: Servers) -> N
     leaked = f"basic-{secrets.token_hex(12)}"
     credential = b"Basic " + base64.b64encode(f"{leaked}:password".encode())
     battery = Battery(servers)
-    battery.send("a secret in Basic credentials", "PATCH", "/api/admin/models/credit", {401},
-                 body=b'{"description": "x"}', authorization=[credential], challenge=True)
+    battery.send(
+        "a secret in Basic credentials",
+        "PATCH",
+        "/api/admin/models/credit",
+        {401},
+        body=b'{"description": "x"}',
+        authorization=[credential],
+        challenge=True,
+    )
     assert not battery.problems, battery.problems
     assert leaked not in server_logs(servers)
 
 
-@pytest.mark.parametrize("what, column", [("NUL", "a\x00b"), ("lone surrogate", "\ud800"), ("300 characters", "x" * 300)])
+@pytest.mark.parametrize(
+    "what, column", [("NUL", "a\x00b"), ("lone surrogate", "\ud800"), ("300 characters", "x" * 300)]
+)
 def test_artifact_whose_feature_names_cannot_be_stored_is_422(servers: Servers, what: str, column: str) -> None:
     frame = pd.DataFrame({column: [1.0, 2.0, 3.0], "z": [3.0, 1.0, 2.0]})
     content_type, body = multipart(("file", b"model.joblib", joblib_bytes(LinearRegression().fit(frame, [1, 2, 3]))))
     battery = Battery(servers)
-    battery.send(f"feature name: {what}", "POST", "/api/admin/models/unstorable/versions", {422},
-                 body=body, content_type=content_type)
+    battery.send(
+        f"feature name: {what}",
+        "POST",
+        "/api/admin/models/unstorable/versions",
+        {422},
+        body=body,
+        content_type=content_type,
+    )
     assert not battery.problems, battery.problems

@@ -50,9 +50,10 @@ T = TypeVar("T")
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """`maas serve --workers 4` on a database of its own (SQLite file or PostgreSQL database)."""
     root = tmp_path_factory.mktemp(f"races-{request.param}")
-    with database_of_its_own(request.param, root) as database_url, live_server(
-        request.param, root, database_url, workers=WORKERS, MAAS_ADMIN_TOKEN=ADMIN_TOKEN
-    ) as server:
+    with (
+        database_of_its_own(request.param, root) as database_url,
+        live_server(request.param, root, database_url, workers=WORKERS, MAAS_ADMIN_TOKEN=ADMIN_TOKEN) as server,
+    ):
         yield server
 
 
@@ -217,7 +218,9 @@ def test_concurrent_uploads_to_a_new_model_get_versions_1_to_n(live: Live, ident
         assert sha256_of(stored.read_bytes()) == sha256_of(payload)
     assert not list((live.store / "tmp").iterdir()), "an upload left its temp file behind"
     assert_clean_log(live)
-    report(live, f"uploads ({'identical' if identical else 'distinct'})", UPLOADS + checks, statuses, duplicates, started)
+    report(
+        live, f"uploads ({'identical' if identical else 'distinct'})", UPLOADS + checks, statuses, duplicates, started
+    )
 
 
 # -- 2. alias moves against version deletes ------------------------------------------------------
@@ -243,9 +246,18 @@ def alias_mover(live: Live, name: str, plan: list[tuple[str, int]]) -> Callable[
 
     def run(session: requests.Session) -> list[Move]:
         return [
-            Move(alias, version, call(
-                session, live, "PUT", f"/api/admin/models/{name}/aliases/{alias}", json={"version": version}, headers=ADMIN
-            ))
+            Move(
+                alias,
+                version,
+                call(
+                    session,
+                    live,
+                    "PUT",
+                    f"/api/admin/models/{name}/aliases/{alias}",
+                    json={"version": version},
+                    headers=ADMIN,
+                ),
+            )
             for alias, version in plan
         ]
 
@@ -257,7 +269,11 @@ def version_deleter(live: Live, name: str, plan: list[int]) -> Callable[[request
 
     def run(session: requests.Session) -> list[Move]:
         return [
-            Move(None, version, call(session, live, "DELETE", f"/api/admin/models/{name}/versions/{version}", headers=ADMIN))
+            Move(
+                None,
+                version,
+                call(session, live, "DELETE", f"/api/admin/models/{name}/versions/{version}", headers=ADMIN),
+            )
             for version in plan
         ]
 
@@ -281,7 +297,9 @@ def test_alias_moves_and_version_deletes_never_leave_a_dangling_alias(live: Live
         fresh = created[-VERSIONS_PER_ROUND:]
         if round_ == 0:
             for alias in ("a", "b"):
-                answer = call(setup, live, "PUT", f"/api/admin/models/{name}/aliases/{alias}", json={"version": 1}, headers=ADMIN)
+                answer = call(
+                    setup, live, "PUT", f"/api/admin/models/{name}/aliases/{alias}", json={"version": 1}, headers=ADMIN
+                )
                 assert answer.status == 200, answer.text
 
         # Several clients create the same new alias at once: each PUT is a create-or-move, all succeed.
@@ -304,7 +322,10 @@ def test_alias_moves_and_version_deletes_never_leave_a_dangling_alias(live: Live
         rng = random.Random(round_)
         candidates = list(created)  # this round's versions and whatever earlier rounds left
         results = together(
-            [alias_mover(live, name, [(rng.choice("ab"), rng.choice(fresh)) for _ in range(MOVES)]) for _ in range(MOVERS)]
+            [
+                alias_mover(live, name, [(rng.choice("ab"), rng.choice(fresh)) for _ in range(MOVES)])
+                for _ in range(MOVERS)
+            ]
             + [version_deleter(live, name, [rng.choice(candidates) for _ in range(DELETES)]) for _ in range(DELETERS)]
         )
         moves = [m for result in results[:MOVERS] for m in result]
@@ -375,7 +396,9 @@ def test_predictions_through_a_moving_alias_answer_with_either_version(live: Liv
     for number, model in models.items():
         answer = upload(setup, live, name, joblib_bytes(model), {})
         assert answer.status == 201 and answer.body["version"] == number, answer.text
-    answer = call(setup, live, "PUT", f"/api/admin/models/{name}/aliases/production", json={"version": 1}, headers=ADMIN)
+    answer = call(
+        setup, live, "PUT", f"/api/admin/models/{name}/aliases/production", json={"version": 1}, headers=ADMIN
+    )
     assert answer.status == 200, answer.text
     setup.close()
     started = time.perf_counter()
@@ -388,9 +411,19 @@ def test_predictions_through_a_moving_alias_answer_with_either_version(live: Liv
     def flipper(session: requests.Session) -> list[Answer]:
         while not done.is_set() and len(flips) < MAX_FLIPS:
             target = 2 if len(flips) % 2 == 0 else 1
-            flips.append((target, call(
-                session, live, "PUT", f"/api/admin/models/{name}/aliases/production", json={"version": target}, headers=ADMIN
-            )))
+            flips.append(
+                (
+                    target,
+                    call(
+                        session,
+                        live,
+                        "PUT",
+                        f"/api/admin/models/{name}/aliases/production",
+                        json={"version": target},
+                        headers=ADMIN,
+                    ),
+                )
+            )
         return [a for _, a in flips]
 
     def predictor(index: int) -> Callable[[requests.Session], list[Answer]]:

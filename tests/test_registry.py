@@ -162,9 +162,25 @@ def test_sha256_in_use(db: Database) -> None:
 
 @pytest.mark.parametrize(
     "selector, parsed",
-    [(None, "latest"), ("latest", "latest"), (1, 1), ("42", 42), ("prod", "prod"), (0, None), (-3, None),
-     ("-3", None), (True, None), (1.0, None), ("1.0", None), ("", None), ("٣", None), (2**31, None),
-     ("9" * 400, None), ("Prod", None), ([1], None)],
+    [
+        (None, "latest"),
+        ("latest", "latest"),
+        (1, 1),
+        ("42", 42),
+        ("prod", "prod"),
+        (0, None),
+        (-3, None),
+        ("-3", None),
+        (True, None),
+        (1.0, None),
+        ("1.0", None),
+        ("", None),
+        ("٣", None),
+        (2**31, None),
+        ("9" * 400, None),
+        ("Prod", None),
+        ([1], None),
+    ],
 )
 def test_parse_selector(selector: Any, parsed: Any) -> None:
     assert parse_selector(selector) == parsed

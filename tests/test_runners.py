@@ -60,7 +60,10 @@ def test_protocol_refuses_what_breaks_its_bounds(message: bytes, problem: str) -
 
 def test_protocol_values_are_checked_scalars() -> None:
     arrays: list[np.ndarray] = []
-    assert protocol.unpack_values(protocol.pack_values(np.array(["a", None], dtype=object), arrays), arrays, 2) == ["a", None]
+    assert protocol.unpack_values(protocol.pack_values(np.array(["a", None], dtype=object), arrays), arrays, 2) == [
+        "a",
+        None,
+    ]
     with pytest.raises(protocol.ProtocolError, match="characters"):
         protocol.unpack_values({"list": ["x" * (protocol.MAX_STRING + 1)]}, [], 1)
     with pytest.raises(protocol.ProtocolError, match="expected"):

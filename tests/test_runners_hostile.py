@@ -88,7 +88,9 @@ def _contract_shaped(response: requests.Response) -> None:
         assert body["code"] == response.status_code and body["status"] and body["message"], body
 
 
-def _battery(live: Live, root: Path, listener: Listener, credit_pipeline: Any, database_file: Path | None) -> dict[str, Any]:
+def _battery(
+    live: Live, root: Path, listener: Listener, credit_pipeline: Any, database_file: Path | None
+) -> dict[str, Any]:
     """Upload and call every hostile estimator, checking the good model between attacks."""
     markers = root / "markers"
     markers.mkdir()
@@ -136,10 +138,12 @@ def _battery(live: Live, root: Path, listener: Listener, credit_pipeline: Any, d
         assert uploaded.status_code == 201, uploaded.text  # fit() is harmless: predict attacks
         meanwhile: list[int] = []
         if attack == "loop":  # the other models keep answering while a runner spins
-            def ask_good() -> None:
+
+            def ask_good(meanwhile: list[int] = meanwhile) -> None:
                 for _ in range(3):
                     good_model_answers()
                     meanwhile.append(200)
+
             helper = threading.Thread(target=ask_good)
             helper.start()
         answer = requests.post(live.url(f"/api/models/{name}/predict"), json={"data": {"x": 1.0}}, timeout=60)
@@ -167,17 +171,20 @@ def _battery(live: Live, root: Path, listener: Listener, credit_pipeline: Any, d
 def _run(kind: str, tmp_path: Path, listener: Listener, credit_pipeline: Any, sandbox: str) -> dict[str, Any]:
     root = tmp_path / f"{kind}-{sandbox}"
     root.mkdir()
-    with database_of_its_own(kind, root) as url, live_server(
-        kind,
-        root,
-        url,
-        MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
-        MAAS_TRUSTED_MODULES="tests.hostile_estimators",
-        MAAS_PREDICT_TIMEOUT=str(TIMEOUT_S),
-        MAAS_RUNNER_MEMORY=str(1 << 30),
-        MAAS_SANDBOX=sandbox,
-        PYTHONPATH=str(REPO),
-    ) as live:
+    with (
+        database_of_its_own(kind, root) as url,
+        live_server(
+            kind,
+            root,
+            url,
+            MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
+            MAAS_TRUSTED_MODULES="tests.hostile_estimators",
+            MAAS_PREDICT_TIMEOUT=str(TIMEOUT_S),
+            MAAS_RUNNER_MEMORY=str(1 << 30),
+            MAAS_SANDBOX=sandbox,
+            PYTHONPATH=str(REPO),
+        ) as live,
+    ):
         database_file = root / "registry.db" if kind == "sqlite" else None
         return _battery(live, root, listener, credit_pipeline, database_file)
 

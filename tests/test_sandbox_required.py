@@ -36,7 +36,12 @@ def test_serve_refuses_to_start_when_runners_cannot_be_confined(tmp_path: Path) 
     env = environment(MAAS_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}", MAAS_STORE_DIR=str(tmp_path / "store"))
     run = subprocess.run(
         _without_landlock("serve", "--port", str(free_port())),
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "model runners cannot be confined here" in run.stderr and "Landlock" in run.stderr
@@ -57,7 +62,11 @@ def test_serve_with_the_sandbox_off_starts_warns_and_serves(tmp_path: Path, cred
     with log.open("wb") as out:
         process = subprocess.Popen(
             _without_landlock("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-            env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     server = Server(process, port, log)

@@ -83,7 +83,7 @@ def test_restart_keeps_models_versions_aliases(
     )
     assert after.status_code == 200, after.text
     assert after.json() == before.json()
-    for row, probabilities in zip(expected_proba, after.json()["probabilities"]):
+    for row, probabilities in zip(expected_proba, after.json()["probabilities"], strict=True):
         assert [probabilities[str(c)] for c in credit_pipeline.classes_] == pytest.approx(row.tolist())
     latest = server.post("/api/models/credit/predict", json={"data": CREDIT_ROW})
     assert latest.status_code == 200, latest.text

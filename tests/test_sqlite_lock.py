@@ -52,7 +52,9 @@ def test_a_held_write_lock_delays_writes_and_never_fails_them(
 
     for _ in range(2):
         assert upload(server.session).status_code == 201
-    assert server.put("/api/admin/models/credit/aliases/production", json={"version": 1}, headers=ADMIN).status_code == 200
+    assert (
+        server.put("/api/admin/models/credit/aliases/production", json={"version": 1}, headers=ADMIN).status_code == 200
+    )
     assert server.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW}).status_code == 200
 
     holder = sqlite3.connect(database, isolation_level=None, timeout=30, check_same_thread=False)
@@ -111,6 +113,7 @@ def test_a_held_write_lock_delays_writes_and_never_fails_them(
     assert "locked" not in log and "Traceback" not in log, server.output()
     print(
         f"\nSQLite write lock held {HOLD_S} s by another process: {WRITERS} writes {dict(statuses)} "
-        f"(all after the lock was let go; {waited:.2f} s in all), {sum(reads_while_locked.values())} predictions meanwhile "
+        f"(all after the lock was let go; {waited:.2f} s in all), "
+        f"{sum(reads_while_locked.values())} predictions meanwhile "
         f"{dict(reads_while_locked)}"
     )

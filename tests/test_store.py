@@ -85,7 +85,14 @@ def test_opened_file_stays_on_the_bytes_that_were_checked(store: ArtifactStore, 
 def test_infers_column_transformer_encoders(credit_pipeline: Any) -> None:
     schema = infer_feature_schema(credit_pipeline)
     assert [f["name"] for f in schema] == ["age", "income", "gender", "region"]
-    assert schema[0] == {"name": "age", "type": "number", "required": True, "allowed": None, "minimum": None, "maximum": None}
+    assert schema[0] == {
+        "name": "age",
+        "type": "number",
+        "required": True,
+        "allowed": None,
+        "minimum": None,
+        "maximum": None,
+    }
     assert schema[2]["type"] == "string" and schema[2]["allowed"] == ["female", "male"]
     assert schema[3]["allowed"] == ["east", "north", "south"]
 
@@ -231,9 +238,22 @@ def _syscalls(*python: str) -> list[str]:
     with tempfile.TemporaryDirectory() as out:
         trace = Path(out) / "trace"
         result = subprocess.run(
-            ["strace", "-f", "-y", "-o", str(trace), "-e", "trace=mkdir,mkdirat,fsync,link,linkat,rename,renameat,renameat2",
-             sys.executable, "-c", "\n".join(python)],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                "strace",
+                "-f",
+                "-y",
+                "-o",
+                str(trace),
+                "-e",
+                "trace=mkdir,mkdirat,fsync,link,linkat,rename,renameat,renameat2",
+                sys.executable,
+                "-c",
+                "\n".join(python),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if result.returncode != 0 and "ptrace" in result.stderr:
             pytest.skip(f"strace cannot trace here: {result.stderr.strip()}")
@@ -246,13 +266,14 @@ def test_a_new_shard_directory_is_made_durable_in_objects(store: ArtifactStore) 
     shard, and the shard's name in objects/, are fsynced before put() returns."""
     data = b"bytes in a shard of their own"
     shard = store.path_for(hashlib.sha256(data).hexdigest()).parent
-    for code in (f"store.put(io.BytesIO({data!r}))",
-                 f"s = store.spool(); s.write({data!r}); store.put(s); s.close()"):
+    for code in (f"store.put(io.BytesIO({data!r}))", f"s = store.spool(); s.write({data!r}); store.put(s); s.close()"):
         if shard.exists():
             shutil.rmtree(shard)
         calls = _syscalls(
-            "import io", "from model_store.store import ArtifactStore",
-            f"store = ArtifactStore({str(store.root)!r})", code,
+            "import io",
+            "from model_store.store import ArtifactStore",
+            f"store = ArtifactStore({str(store.root)!r})",
+            code,
         )
         made = next(i for i, c in enumerate(calls) if c.startswith("mkdir") and f'"{shard}"' in c)
         placed = next(i for i, c in enumerate(calls) if i > made and c.startswith(("link", "rename")))

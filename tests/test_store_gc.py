@@ -71,9 +71,7 @@ def summary(output: str) -> tuple[int, int]:
 # -- the store as files ------------------------------------------------------------------------
 def files(root: Path) -> dict[str, tuple[int, float]]:
     """Every file under the store: relative path -> (size, mtime)."""
-    return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in root.rglob("*") if p.is_file()
-    }
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in root.rglob("*") if p.is_file()}
 
 
 def age(path: Path, seconds: float = TWO_HOURS_AGO) -> None:
@@ -242,9 +240,21 @@ def test_gc_waits_for_an_uncommitted_version_of_its_candidate(
 
     def start_gc_and_wait_until_it_waits(_session: Session) -> None:
         gc = subprocess.Popen(
-            [*MAAS, "store", "gc", "--grace-period", "0", "--database-url", settings.database_url,
-             "--store-dir", settings.store_dir],
-            env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                *MAAS,
+                "store",
+                "gc",
+                "--grace-period",
+                "0",
+                "--database-url",
+                settings.database_url,
+                "--store-dir",
+                settings.store_dir,
+            ],
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         gc_runs.append(gc)
         deadline = time.monotonic() + LOCK_WAIT_DEADLINE_S
@@ -378,8 +388,10 @@ def test_versions_are_committed_after_their_file_is_in_place(
         event.remove(Session, "before_commit", before_commit)
     assert refused.status_code == 422, refused.get_json()
     assert checked == [(first["sha256"], True), (same["sha256"], True), (other["sha256"], True)]
-    print(f"\n[{make_url(settings.database_url).get_backend_name()}] versions committed: {len(checked)}, "
-          f"each with its file in place: {sum(ok for _, ok in checked)}")
+    print(
+        f"\n[{make_url(settings.database_url).get_backend_name()}] versions committed: {len(checked)}, "
+        f"each with its file in place: {sum(ok for _, ok in checked)}"
+    )
 
 
 def _take_database_down(settings: Settings, app: Any) -> Any:
@@ -400,9 +412,7 @@ def _take_database_down(settings: Settings, app: Any) -> Any:
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS false')
-        conn.exec_driver_sql(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{url.database}'"
-        )
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{url.database}'")
 
     def back_pg() -> None:
         with admin.connect() as conn:
@@ -510,7 +520,15 @@ def test_gc_removes_nothing_when_it_cannot_read_the_registry(
 
 def test_grace_period_durations(settings: Settings, store: ArtifactStore, regressor: Any) -> None:
     duration = Duration()
-    for text, seconds in (("0", 0), ("45", 45), ("30s", 30), ("10m", 600), ("2h", 7200), ("1d", 86400), (" 3H ", 10800)):
+    for text, seconds in (
+        ("0", 0),
+        ("45", 45),
+        ("30s", 30),
+        ("10m", 600),
+        ("2h", 7200),
+        ("1d", 86400),
+        (" 3H ", 10800),
+    ):
         assert duration.convert(text, None, None) == seconds, text
     for bad in ("-1h", "1w", "1.5h", "h", "", "1h30m"):
         with pytest.raises(click.BadParameter, match="is not a duration"):

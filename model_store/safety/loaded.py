@@ -112,7 +112,11 @@ def _members(value: Any, path: str, np: Any) -> Iterator[tuple[Any, str]]:
             yield getattr(value, slot), f"{path}.{slot}"
         except AttributeError:
             continue
-    if attributes is None and not isinstance(value, (dict, *_CONTAINERS)) and not (np is not None and isinstance(value, np.ndarray)):
+    if (
+        attributes is None
+        and not isinstance(value, (dict, *_CONTAINERS))
+        and not (np is not None and isinstance(value, np.ndarray))
+    ):
         yield from _compiled_state(value, path)
 
 

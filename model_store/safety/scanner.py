@@ -819,7 +819,12 @@ class _Scanner:
             return self.node_of(args)
         name = func.name
         if name == "copyreg._reconstructor" and type(args) is tuple and any(map(_is_wrapper_class, args)):
-            if len(args) == 3 and isinstance(args[1], _Global) and args[1].name == "builtins.object" and args[2] is None:
+            if (
+                len(args) == 3
+                and isinstance(args[1], _Global)
+                and args[1].name == "builtins.object"
+                and args[2] is None
+            ):
                 self.findings.role(name, CALLED)
                 self.findings.role(JOBLIB_ARRAY_WRAPPER, INSTANTIATED)
                 return self.new_wrapper()
@@ -1038,7 +1043,9 @@ def _judge(findings: _Findings) -> dict[str, str]:
                 give(labels, CALLED)
                 assigned.add(position)
         if (arrays is not None or instantiates(func)) and calls.computed_first:
-            refused.setdefault("<instantiation of a computed class>", f"{label} instantiates a class the scan cannot name")
+            refused.setdefault(
+                "<instantiation of a computed class>", f"{label} instantiates a class the scan cannot name"
+            )
         if (func is bytes or func is bytearray) and calls.int_first:
             refused[f"<size argument of {label}>"] = "bytes/bytearray of a size allocate that many zero bytes"
         for position, labels in by_position.items():
@@ -1092,12 +1099,27 @@ def _refuse(offending: dict[str, str]) -> UnsafeArtifact:
 # ---------------------------------------------------------------------------------------------
 
 _READ_ERRORS = (
-    _Malformed, _Unknown, ValueError, struct.error, EOFError, UnicodeError, OverflowError,
-    IndexError, KeyError, TypeError, zlib.error, lzma.LZMAError, OSError, RecursionError, MemoryError,
+    _Malformed,
+    _Unknown,
+    ValueError,
+    struct.error,
+    EOFError,
+    UnicodeError,
+    OverflowError,
+    IndexError,
+    KeyError,
+    TypeError,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    RecursionError,
+    MemoryError,
 )
 
 
-def _scan(raw: IO[bytes], size: int | None, extra_trusted_modules: Iterable[str], max_model_bytes: int | None) -> ScanReport:
+def _scan(
+    raw: IO[bytes], size: int | None, extra_trusted_modules: Iterable[str], max_model_bytes: int | None
+) -> ScanReport:
     if max_model_bytes is not None and max_model_bytes <= 0:
         raise ValueError("max_model_bytes must be positive")
     findings = _Findings(_parse_prefixes(extra_trusted_modules), max_model_bytes)

@@ -200,7 +200,6 @@ class _Frames:
         return self.frame is None or self.pos == len(self.frame)
 
 
-
 class _Borrowed(io.RawIOBase):
     """A caller's raw file seen through a buffer that must not close it (closing a BufferedReader
     closes its raw file, and scan_stream leaves the caller's file open)."""

@@ -212,7 +212,11 @@ class RestrictedUnpickler(_Checks, pickle._Unpickler):  # type: ignore[misc, nam
     """
 
     def __init__(
-        self, file: IO[bytes], extra_trusted_modules: Iterable[str] = (), max_model_bytes: int | None = None, **kwargs: Any
+        self,
+        file: IO[bytes],
+        extra_trusted_modules: Iterable[str] = (),
+        max_model_bytes: int | None = None,
+        **kwargs: Any,
     ) -> None:
         pickle._Unpickler.__init__(self, file, **kwargs)  # type: ignore[attr-defined]
         self._setup(extra_trusted_modules, max_model_bytes)

@@ -56,9 +56,7 @@ def configure_openapi(app: Flask) -> None:
         OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_STATIC,
         API_SPEC_OPTIONS={
             "info": {"description": "Model as a Service: a versioned registry and prediction server."},
-            "components": {
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-            },
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         },
     )
 
@@ -73,7 +71,8 @@ def register_request_guards(app: Flask) -> None:
         )
         path = request.path
         if settings.api_token and (
-            path == "/api" or path.startswith("/api/")
+            path == "/api"
+            or path.startswith("/api/")
             or ((path == "/v2" or path.startswith("/v2/")) and not path.startswith("/v2/health/"))
         ):
             require_token(settings.api_token, settings.admin_token, what="This endpoint")

@@ -41,11 +41,7 @@ _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 _RETRY_SOON = {"Retry-After": "1"}
 
 
-
-
-def error_response(
-    code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None
-) -> Response:
+def error_response(code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None) -> Response:
     payload: dict[str, Any] = {
         "code": code,
         "status": HTTP_STATUS_CODES.get(code, "Unknown Error"),

@@ -50,16 +50,11 @@ def loads_strict(raw: str | bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidJSON("not valid JSON: it is not UTF-8") from None
     except json.JSONDecodeError as exc:
-        raise InvalidJSON(
-            f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+        raise InvalidJSON(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except ValueError:  # Python's bound on int(): reading a longer number would be quadratic
         raise InvalidJSON("not accepted: a number has more than 4300 digits") from None
     # No deeper than the number of brackets: most bodies (columns of any length) skip the walk.
-    if isinstance(raw, str):
-        brackets = raw.count("[") + raw.count("{")
-    else:
-        brackets = raw.count(b"[") + raw.count(b"{")
+    brackets = raw.count("[") + raw.count("{") if isinstance(raw, str) else raw.count(b"[") + raw.count(b"{")
     if brackets > MAX_DEPTH:
         _check_depth(value)
     return value
@@ -106,9 +101,7 @@ def broken_framing_is_400() -> Iterator[None]:
 
 
 def is_json_mimetype(mimetype: str) -> bool:
-    return mimetype == "application/json" or (
-        mimetype.startswith("application/") and mimetype.endswith("+json")
-    )
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
 class StrictJSONParser(FlaskParser):
@@ -134,4 +127,3 @@ class JSONProvider(DefaultJSONProvider):
 
     sort_keys = False
     compact = True
-

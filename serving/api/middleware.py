@@ -26,8 +26,11 @@ class SpoolingRequest(Request):
         self._spools: list[Spool] = []
 
     def _get_file_stream(  # type: ignore[override]
-        self, total_content_length: int | None, content_type: str | None,
-        filename: str | None = None, content_length: int | None = None,
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
     ) -> Any:
         spool = runtime().store.spool()
         self._spools.append(spool)
@@ -67,5 +70,5 @@ class EncodedSlashes:
             # Only when the raw path is the one the server decoded (WSGI: bytes as latin-1).
             if b"/".join(decoded).decode("latin-1") == script + environ.get("PATH_INFO", ""):
                 kept = b"/".join(s.replace(b"/", b"%2F") for s in decoded).decode("latin-1")
-                environ["PATH_INFO"] = kept[len(script):]
+                environ["PATH_INFO"] = kept[len(script) :]
         return self.wsgi_app(environ, start_response)  # type: ignore[no-any-return]

@@ -98,9 +98,7 @@ class UploadSchema(StrictSchema):
         required=True,
         metadata={"type": "string", "format": "binary", "description": "joblib, pickle or skops file"},
     )
-    metadata = fields.String(
-        metadata={"description": "JSON object: description, features, tags, aliases, example"}
-    )
+    metadata = fields.String(metadata={"description": "JSON object: description, features, tags, aliases, example"})
 
 
 def bound(value: float | None, kind: str) -> float | int | None:
@@ -119,11 +117,15 @@ class FeatureOutSchema(ma.Schema):
     required = fields.Boolean(required=True)
     allowed = fields.List(fields.Raw(), allow_none=True, required=True)
     minimum = fields.Function(
-        lambda f: bound(f.minimum, f.type), allow_none=True, required=True,
+        lambda f: bound(f.minimum, f.type),
+        allow_none=True,
+        required=True,
         metadata={"type": "number", "nullable": True},
     )
     maximum = fields.Function(
-        lambda f: bound(f.maximum, f.type), allow_none=True, required=True,
+        lambda f: bound(f.maximum, f.type),
+        allow_none=True,
+        required=True,
         metadata={"type": "number", "nullable": True},
     )
 
@@ -174,8 +176,7 @@ class PatchModelSchema(StrictSchema):
 class AliasRequestSchema(StrictSchema):
     version = fields.Raw(
         required=True,
-        metadata={"description": "The version the alias points to (a number, or a version selector)",
-                  "example": 3},
+        metadata={"description": "The version the alias points to (a number, or a version selector)", "example": 3},
     )
 
 
@@ -193,9 +194,13 @@ class PathPredictSchema(StrictSchema):
             "description": "Columns (object of equal-length arrays), one record (object of "
             "scalars), or records (array of objects)",
             "example": {
-                "age": [35, 52], "income": [42000, 61000], "loan_amount": [12000, 30000],
-                "term_months": [36, 60], "gender": ["male", "female"],
-                "employment": ["salaried", "self-employed"], "home_ownership": ["rent", "own"],
+                "age": [35, 52],
+                "income": [42000, 61000],
+                "loan_amount": [12000, 30000],
+                "term_months": [36, 60],
+                "gender": ["male", "female"],
+                "employment": ["salaried", "self-employed"],
+                "home_ownership": ["rent", "own"],
             },
         },
     )
@@ -209,7 +214,8 @@ class PredictSchema(PathPredictSchema):
 
 class DefaultPredictSchema(PredictSchema):
     model = fields.String(
-        load_default=None, allow_none=True,
+        load_default=None,
+        allow_none=True,
         metadata={"description": "Defaults to the default model (MAAS_DEFAULT_MODEL, or the only one)"},
     )
 

@@ -87,7 +87,9 @@ def _settings(**overrides: Any) -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """maas: a versioned registry and prediction server for scikit-learn models."""
-    logging.basicConfig(level=os.environ.get("MAAS_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("MAAS_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
@@ -106,7 +108,9 @@ def main() -> None:
 @click.option("--database-url", default=None, help="Overrides MAAS_DATABASE_URL.")
 @click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR.")
 @click.option("--demo", is_flag=True, help="Register the demo model 'credit-default' if the registry is empty.")
-def serve(host: str, port: int, workers: int, threads: int, database_url: str | None, store_dir: str | None, demo: bool) -> None:
+def serve(
+    host: str, port: int, workers: int, threads: int, database_url: str | None, store_dir: str | None, demo: bool
+) -> None:
     """Start the production server (gunicorn) after bringing the database schema up to date."""
     settings = _settings(database_url=database_url, store_dir=store_dir)
     check_sandbox(settings)
@@ -130,7 +134,10 @@ def serve(host: str, port: int, workers: int, threads: int, database_url: str | 
         # gunicorn's control socket is one path shared by every instance on the machine.
         "control_socket_disable": True,
     }
-    click.echo(f"maas serving on http://{host}:{port} ({workers} workers) - database {database.engine.url.render_as_string(hide_password=True)}")
+    click.echo(
+        f"maas serving on http://{host}:{port} ({workers} workers)"
+        f" - database {database.engine.url.render_as_string(hide_password=True)}"
+    )
     GunicornServer(settings, options).run()
 
 
@@ -229,7 +236,9 @@ def _require_registry(database_url: str) -> None:
 
 def _describe(store: ArtifactStore, file: StoreFile, now: float) -> str:
     what = "unreferenced artifact" if file.sha256 is not None else "interrupted upload"
-    return f"{file.path.relative_to(store.root)} ({file.size_bytes} bytes, {what}, modified {_age(now - file.mtime)} ago)"
+    return (
+        f"{file.path.relative_to(store.root)} ({file.size_bytes} bytes, {what}, modified {_age(now - file.mtime)} ago)"
+    )
 
 
 def _plural(count: int, noun: str) -> str:
@@ -284,9 +293,7 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
                     removed_bytes += outcome.removed_bytes
                     click.echo(f"removed {_describe(store, outcome.file, now)}")
     except DBAPIError as exc:
-        raise click.ClickException(
-            f"the registry database cannot be read ({exc.orig}): nothing removed"
-        ) from None
+        raise click.ClickException(f"the registry database cannot be read ({exc.orig}): nothing removed") from None
     finally:
         database.dispose()
     kept = (

@@ -8,9 +8,7 @@ from typing import Any
 class RequestError(Exception):
     """An error of the HTTP layer with its status (bad input rows, auth, limits)."""
 
-    def __init__(
-        self, code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -139,7 +139,8 @@ class InputSchema:
                     raise RequestError(
                         422,
                         "Columnar data needs arrays of one length; got "
-                        + ", ".join(f"{k}: {n}" for k, n in lengths.items()) + ".",
+                        + ", ".join(f"{k}: {n}" for k, n in lengths.items())
+                        + ".",
                         {"json": {"data": {k: [f"Array of length {n}."] for k, n in lengths.items()}}},
                     )
                 n = next(iter(lengths.values()))
@@ -148,8 +149,7 @@ class InputSchema:
             if any(arrays):
                 raise RequestError(
                     422,
-                    "The data object mixes arrays and scalars: use all arrays (columns) or all "
-                    "scalars (one record).",
+                    "The data object mixes arrays and scalars: use all arrays (columns) or all scalars (one record).",
                     {"json": {"data": {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)}}},
                 )
             return {k: [v] for k, v in data.items()}, 1, {}
@@ -176,9 +176,7 @@ class InputSchema:
         if n == 0:
             raise RequestError(422, "The data has no rows.", {"json": {"data": ["No rows."]}})
         if n > self.max_rows:
-            raise RequestError(
-                413, f"The request has {n} rows, more than the limit of {self.max_rows}."
-            )
+            raise RequestError(413, f"The request has {n} rows, more than the limit of {self.max_rows}.")
 
     # -- the check ----------------------------------------------------------------------
     def check(self, data: Any) -> tuple[dict[str, np.ndarray], int]:

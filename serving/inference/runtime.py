@@ -198,6 +198,5 @@ def run_model(
     predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
     probabilities = None
     if proba is not None and keys is not None:
-        probabilities = [dict(zip(keys, _json_values(row))) for row in proba]
+        probabilities = [dict(zip(keys, _json_values(row), strict=True)) for row in proba]
     return Prediction(model, version, _json_values(predictions), probabilities)
-

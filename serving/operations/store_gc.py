@@ -61,9 +61,7 @@ def _remove(store: ArtifactStore, file: StoreFile, cutoff: float) -> Removal:
         return Removal(file, None, exc)
 
 
-def remove_garbage(
-    database: Database, store: ArtifactStore, garbage: Garbage, cutoff: float
-) -> Iterator[Removal]:
+def remove_garbage(database: Database, store: ArtifactStore, garbage: Garbage, cutoff: float) -> Iterator[Removal]:
     """Remove what find_garbage found, unless it changed since; yields what became of each
     file (removed, kept after all, or an OSError: one file that cannot be removed does not
     stop the others).

@@ -27,9 +27,7 @@ from serving.runners.pool import Runner
 log = logging.getLogger(__name__)
 
 
-def register_upload(
-    rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, Any]
-) -> ModelVersion:
+def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, Any]) -> ModelVersion:
     """Record a new version of `name` from an uploaded artifact; all or nothing.
 
     The artifact is stored (fsynced, in place under its sha256) before the database commit, so a version never
@@ -38,9 +36,7 @@ def register_upload(
     ArtifactTooLarge, StoreWriteFailed, Conflict (`maas store gc` took the file meanwhile).
     """
     if not is_model_name(name):
-        raise InvalidInput(
-            f"Invalid model name {name!r}: it must match ^[a-z0-9][a-z0-9._-]{{0,63}}$."
-        )
+        raise InvalidInput(f"Invalid model name {name!r}: it must match ^[a-z0-9][a-z0-9._-]{{0,63}}$.")
     stored = rt.store.put(upload, rt.settings.max_upload_bytes)
     runner: Runner | None = None
     try:
@@ -114,7 +110,10 @@ def _checked_features(features: Any) -> list[dict[str, Any]]:
             and f["type"] in FEATURE_TYPES
             and isinstance(f["required"], bool)
             and (f["allowed"] is None or isinstance(f["allowed"], list))
-            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (f["minimum"], f["maximum"]))
+            and all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                for v in (f["minimum"], f["maximum"])
+            )
         ):
             raise InvalidArtifact("The model's feature schema could not be determined (a malformed feature).")
     return features

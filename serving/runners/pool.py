@@ -231,9 +231,10 @@ def _checked_facts(facts: dict[str, Any]) -> dict[str, Any]:
         value = facts.get(key)
         if not isinstance(value, kind):
             raise protocol.ProtocolError(f"fact {key!r} has the wrong type")
-        if isinstance(value, dict):
-            if len(value) > 64 or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                raise protocol.ProtocolError(f"fact {key!r} must map strings to strings")
+        if isinstance(value, dict) and (
+            len(value) > 64 or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
+            raise protocol.ProtocolError(f"fact {key!r} must map strings to strings")
         protocol.check_json_value(list(value.values()) if isinstance(value, dict) else value)
         checked[key] = value
     if checked["feature_names"] is not None and not all(isinstance(n, str) for n in checked["feature_names"]):

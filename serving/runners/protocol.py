@@ -42,7 +42,9 @@ class PeerClosed(ProtocolError):
 
 
 # -- sending ---------------------------------------------------------------------------------------
-def send(sock: socket.socket, header: dict[str, Any], arrays: Sequence[np.ndarray] = (), fds: Sequence[int] = ()) -> None:
+def send(
+    sock: socket.socket, header: dict[str, Any], arrays: Sequence[np.ndarray] = (), fds: Sequence[int] = ()
+) -> None:
     """Send one message; `arrays` are described in header["arrays"] and sent after it as raw bytes."""
     buffers = [_wire_array(a) for a in arrays]
     header = dict(header, v=VERSION, arrays=[{"dtype": b.dtype.str, "shape": list(b.shape)} for b in buffers])

@@ -86,7 +86,9 @@ class _State:
     def __init__(self) -> None:
         self.estimator: Any = None
 
-    def handle(self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]) -> dict[str, Any]:
+    def handle(
+        self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]
+    ) -> dict[str, Any]:
         op = header.get("op")
         if op == "load":
             return self.load(header, fds)
@@ -104,7 +106,9 @@ class _State:
         if self.estimator is not None or len(fds) != 1:
             raise ValueError("a runner loads exactly one artifact, handed over as one descriptor")
         with os.fdopen(os.dup(fds[0]), "rb") as file:
-            loaded = load_artifact(file, header.get("trusted_modules", ()), header.get("format"), header.get("max_model_bytes"))
+            loaded = load_artifact(
+                file, header.get("trusted_modules", ()), header.get("format"), header.get("max_model_bytes")
+            )
         estimator = loaded.estimator
         try:
             names = getattr(estimator, "feature_names_in_", None)

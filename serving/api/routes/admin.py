@@ -25,9 +25,7 @@ from serving.api.schemas import (
 )
 from serving.operations.upload import register_upload
 
-blp = Blueprint(
-    "admin", __name__, url_prefix="/api/admin", description="Registry administration (admin token)"
-)
+blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Registry administration (admin token)")
 
 UPLOAD_ENDPOINT = "admin.Upload"
 
@@ -51,24 +49,26 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
     try:
         value = loads_strict(raw)
     except InvalidJSON as exc:
-        raise RequestError(
-            422, f"'metadata' is {exc}.", {"form": {"metadata": ["Not valid JSON."]}}
-        ) from None
+        raise RequestError(422, f"'metadata' is {exc}.", {"form": {"metadata": ["Not valid JSON."]}}) from None
     if not isinstance(value, dict):
-        raise RequestError(
-            422, "'metadata' must be a JSON object.", {"form": {"metadata": ["Not an object."]}}
-        )
+        raise RequestError(422, "'metadata' must be a JSON object.", {"form": {"metadata": ["Not an object."]}})
     try:
         return UploadMetadataSchema().load(value)  # type: ignore[no-any-return]
     except ma.ValidationError as exc:
-        raise RequestError(422, "The upload metadata is invalid: see errors.", {"form": {"metadata": exc.messages}}) from None
+        raise RequestError(
+            422, "The upload metadata is invalid: see errors.", {"form": {"metadata": exc.messages}}
+        ) from None
 
 
 # A bad name (one holding %2F, say) reaches the view and its 422 instead of matching no route.
 @blp.route("/models/<anytext:name>/versions", endpoint="Upload")
 class Upload(MethodView):
     @blp.arguments(UploadSchema, location="multipart")
-    @blp.response(201, VersionSchema, headers={"Location": {"description": "URL of the new version", "schema": {"type": "string"}}})
+    @blp.response(
+        201,
+        VersionSchema,
+        headers={"Location": {"description": "URL of the new version", "schema": {"type": "string"}}},
+    )
     @blp.errors(400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
     def post(self, parts: dict[str, Any], name: str) -> tuple[Any, int, dict[str, str]]:
         """Upload a new version (joblib, pickle or skops file + optional JSON metadata)"""
@@ -118,4 +118,3 @@ class AdminVersion(MethodView):
         """Delete a version (409 while an alias points to it); its number is never reused"""
         with runtime().db.write() as session:
             service.delete_version(session, name, version)
-
