@@ -22,9 +22,9 @@ from typing import Any
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.live
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.support.live
 from serving.operations.demo import DEMO_EXAMPLE, DEMO_MODEL, synthetic_loans
-from tests.live import ServerFailed, environment, launch
+from tests.support.live import ServerFailed, environment, launch
 
 
 def columnar(rows: int) -> dict[str, list[Any]]:

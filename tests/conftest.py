@@ -1,19 +1,17 @@
-"""Fixtures: a fresh database per test (SQLite file always, PostgreSQL when configured),
-real scikit-learn models trained once per session, and the Flask app built per test."""
+"""Fixtures: a database of each test's own (a copy of a migrated SQLite template always; of a
+PostgreSQL template too for tests marked `postgresql`, when MAAS_TEST_DATABASE_URL is set), real
+scikit-learn models trained once per session, the Flask app built per test, and `maas serve`.
+
+Helpers that are not fixtures live in tests/support; every test's tier (unit, api, system) is the
+directory it is in.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import os
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,47 +20,72 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from werkzeug.datastructures import FileStorage
-from werkzeug.test import encode_multipart
 
 from serving.api.app import create_app
 from serving.config import Settings
-from tests.live import Server, ServerFailed, environment, launch
+from tests.support import ADMIN_TOKEN, loans
+from tests.support.databases import (
+    migrated_postgres_template,
+    migrated_sqlite_template,
+    postgres_database,
+    sqlite_copy,
+)
+from tests.support.live import Server, ServerFailed, launch
 
-ADMIN_TOKEN = "test-admin-token"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-PG_ENV = "MAAS_TEST_DATABASE_URL"
+TIERS = ("unit", "api", "system")
+
+
+# -- tiers and database variants --------------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier: the directory under tests/ it lives in."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        tier = parts[0] if parts and parts[0] in TIERS else None
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/api or tests/system")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every database test runs on SQLite; those marked `postgresql` (where the database's own
+    behaviour can change the outcome: constraints, locks, transactions, types) on PostgreSQL too."""
+    kinds = ["sqlite", "postgresql"] if metafunc.definition.get_closest_marker("postgresql") else ["sqlite"]
+    names = [name for name in ("database_url", "empty_database_url") if name in metafunc.fixturenames]
+    if names:  # a test that takes both gets both of one kind
+        metafunc.parametrize(names, [[kind] * len(names) for kind in kinds], indirect=True, ids=kinds)
 
 
 # -- databases ------------------------------------------------------------------------------
-def _postgres_database() -> Iterator[str]:
-    """A PostgreSQL database of this test's own, created here and dropped afterwards."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL runs skipped")
-    name = f"maas_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_sqlite_template(tmp_path_factory.mktemp("template"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    yield from migrated_postgres_template()
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty database of this test's own: a SQLite file, or a PostgreSQL database."""
+    """The URL of a migrated database of this test's own: a SQLite file, or a PostgreSQL database."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
+        yield sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path / "registry.db")
     else:
-        yield from _postgres_database()
+        yield from postgres_database(template=request.getfixturevalue("postgres_template"))
 
 
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database of this test's own (for tests of the migrations themselves)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+    else:
+        yield from postgres_database()
+
+
+# -- apps -------------------------------------------------------------------------------------
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
@@ -128,67 +151,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.stop()
 
 
-@dataclass
-class Live:
-    """A running `maas serve` and where its model store is (one per module and database)."""
-
-    server: Server
-    store: Path
-    database: str
-
-    def url(self, path: str) -> str:
-        return self.server.url + path
-
-
-@contextlib.contextmanager
-def database_of_its_own(kind: str, root: Path) -> Iterator[str]:
-    """The URL of an empty database: a SQLite file under `root`, or a PostgreSQL database."""
-    if kind == "sqlite":
-        yield f"sqlite:///{root / 'registry.db'}"
-    else:
-        yield from _postgres_database()
-
-
-@contextlib.contextmanager
-def live_server(
-    kind: str, root: Path, database_url: str, *, workers: int = 2, log: str = "server.log", **variables: str
-) -> Iterator[Live]:
-    """`maas serve` on `database_url` with its store in root/store, started in root/cwd and
-    ready, for the block; `variables` go into its environment (MAAS_ADMIN_TOKEN...).
-    Servers started on one root share its store."""
-    # gunicorn would put its control socket here: `maas serve` keeps it disabled.
-    runtime_dir = root / "xdg-runtime"
-    runtime_dir.mkdir(exist_ok=True)
-    workdir = root / "cwd"
-    workdir.mkdir(exist_ok=True)
-    env = environment(MAAS_DATABASE_URL=database_url, MAAS_STORE_DIR=str(root / "store"), **variables)
-    env["XDG_RUNTIME_DIR"] = str(runtime_dir)
-    server = launch(env=env, cwd=workdir, log=root / log, workers=workers)
-    try:
-        try:
-            server.wait_ready()
-        except ServerFailed as exc:
-            pytest.fail(str(exc))
-        yield Live(server, root / "store", kind)
-    finally:
-        server.stop()
-
-
 # -- models ---------------------------------------------------------------------------------
-def loans(rows: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "age": rng.integers(18, 80, rows).astype(float),
-            "income": rng.normal(50000, 15000, rows),
-            "gender": rng.choice(["female", "male"], rows),
-            "region": rng.choice(["north", "south", "east"], rows),
-        }
-    )
-    target = ((frame["income"] < 45000) ^ (frame["region"] == "east")).astype(int).to_numpy()
-    return frame, target
-
-
 @pytest.fixture(scope="session")
 def credit_pipeline() -> Pipeline:
     """A ColumnTransformer + OneHotEncoder + LogisticRegression pipeline fitted on a DataFrame."""
@@ -232,36 +195,3 @@ def numpy_model() -> LogisticRegression:
     rng = np.random.default_rng(3)
     X = rng.normal(size=(200, 3))
     return LogisticRegression().fit(X, (X[:, 0] + X[:, 1] > 0).astype(int))
-
-
-def joblib_bytes(model: Any, **kwargs: Any) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer, **kwargs)
-    return buffer.getvalue()
-
-
-def upload(
-    client: Any,
-    name: str,
-    artifact: Any,
-    metadata: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-    filename: str = "model.joblib",
-) -> Any:
-    """POST an artifact (a fitted model, or raw bytes) to the admin upload endpoint."""
-    payload = artifact if isinstance(artifact, bytes) else joblib_bytes(artifact)
-    form: dict[str, Any] = {"file": FileStorage(io.BytesIO(payload), filename)}
-    if metadata is not None:
-        form["metadata"] = json.dumps(metadata)
-    # Encoded here, in memory: werkzeug's test client would spool a body over 500 KB into a
-    # temporary file that it never closes (a ResourceWarning whenever the garbage collector finds it).
-    boundary, body = encode_multipart(form)
-    return client.post(
-        f"/api/admin/models/{name}/versions",
-        data=body,
-        headers=ADMIN if headers is None else headers,
-        content_type=f"multipart/form-data; boundary={boundary}",
-    )
-
-
-CREDIT_ROW = {"age": 35.0, "income": 42000.0, "gender": "male", "region": "north"}

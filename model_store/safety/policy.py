@@ -250,7 +250,7 @@ _DENIED_PREFIXES: frozenset[str] = frozenset(
         "sklearn.utils._array_api.get_namespace",
         "sklearn.utils.validation.check_memory",
         # Gadgets found in the trusted packages: each imports, execs, spawns or listens on what its
-        # arguments or state name (tests/malicious.py proves each one live).
+        # arguments or state name (tests/estimators/malicious.py proves each one live).
         "scipy._lib._uarray",  # unpickle_function(module, qualname) imports anything
         "scipy._lib.array_api_compat._internal",  # clone_module(name) imports anything
         "scipy._lib.deprecation",

@@ -18,11 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, joblib_bytes
-from tests.fixture_models import PickyRegressor
-from tests.live import Server, environment
+from tests.estimators.fixture_models import PickyRegressor
+from tests.support import ADMIN, ADMIN_TOKEN, REPO, joblib_bytes
+from tests.support.live import Server, environment
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 20261125
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"

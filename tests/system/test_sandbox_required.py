@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ADMIN, CREDIT_ROW, joblib_bytes
-from tests.live import MAAS, Server, environment, free_port
+from tests.support import ADMIN, CREDIT_ROW, joblib_bytes
+from tests.support.live import MAAS, Server, environment, free_port
 
 WITHOUT_LANDLOCK = """
 import errno, os, sys

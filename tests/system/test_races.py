@@ -28,7 +28,7 @@ import pytest
 import requests
 from sklearn.linear_model import LinearRegression
 
-from tests.conftest import (
+from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
     Live,
@@ -36,7 +36,7 @@ from tests.conftest import (
     joblib_bytes,
     live_server,
 )
-from tests.live import HTTP_TIMEOUT_S
+from tests.support.live import HTTP_TIMEOUT_S
 
 WORKERS = 4
 # Only a guard against a hang when a thread dies before the barrier; nothing is timed.

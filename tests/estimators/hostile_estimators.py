@@ -1,6 +1,6 @@
 """Hostile estimators: models whose own code attacks the server that runs them.
 
-Trusted on purpose (MAAS_TRUSTED_MODULES=tests.hostile_estimators) so that the pickle scan lets
+Trusted on purpose (MAAS_TRUSTED_MODULES=tests.estimators.hostile_estimators) so that the pickle scan lets
 them through: what stops them must be the runner's confinement, limits and process boundary.
 Each one fits like a regressor on a DataFrame and, at predict (or, for `AttacksOnUnpickling`, while it is
 unpickled), performs its attack. An attack that works leaves evidence: a marker file, a

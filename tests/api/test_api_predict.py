@@ -15,8 +15,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tests.conftest import CREDIT_ROW, loans, upload
-from tests.fixture_models import PickyRegressor
+from tests.estimators.fixture_models import PickyRegressor
+from tests.support import CREDIT_ROW, loans, upload
 
 
 @pytest.fixture
@@ -99,6 +99,7 @@ def test_probabilities_absent_unless_asked(client: Any, credit: Any) -> None:
     assert "probabilities" not in r.json
 
 
+@pytest.mark.postgresql  # resolving a selector is a query
 @pytest.mark.parametrize("selector", [1, "1", "production", "latest", None])
 def test_version_selectors(client: Any, credit: Any, selector: Any) -> None:
     r = client.post("/api/predict", json={"model": "credit", "version": selector, "data": CREDIT_ROW})
@@ -109,6 +110,7 @@ def test_version_selectors(client: Any, credit: Any, selector: Any) -> None:
 @pytest.mark.parametrize(
     "selector", [2, "2", "staging", "LATEST", True, 1.5, -1, 0, "", "1.0", 2**70, str(2**70), "٣", [1], {"a": 1}]
 )
+@pytest.mark.postgresql  # resolving a selector is a query
 def test_unknown_selectors_are_404(client: Any, credit: Any, selector: Any) -> None:
     r = client.post("/api/predict", json={"model": "credit", "version": selector, "data": CREDIT_ROW})
     assert r.status_code == 404
@@ -128,8 +130,9 @@ def test_path_variants(client: Any, credit: Any, regressor: Any) -> None:
     assert r.status_code == 200 and r.json["predictions"][0] == pytest.approx(1.0)
 
 
+@pytest.mark.postgresql  # resolving a selector is a query
 def test_latest_moves_with_uploads_and_deletes(client: Any, credit: Any, credit_pipeline: Any) -> None:
-    from tests.conftest import ADMIN
+    from tests.support import ADMIN
 
     assert upload(client, "credit", credit_pipeline).status_code == 201
     assert client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW}).json["version"] == 2
@@ -348,6 +351,7 @@ def test_unknown_or_invalid_model_is_404(client: Any, credit: Any, name: str) ->
 
 
 # -- the seed's route ------------------------------------------------------------------------
+@pytest.mark.postgresql  # resolving a selector is a query
 def test_seed_route_with_single_model(client: Any, credit: Any) -> None:
     r = client.post("/api", json={"data": CREDIT_ROW})
     assert r.status_code == 200 and r.json["model"] == "credit"
@@ -358,6 +362,7 @@ def test_seed_route_with_single_model(client: Any, credit: Any) -> None:
     assert info.json["features"][2]["allowed"] == ["female", "male"]
 
 
+@pytest.mark.postgresql  # resolving a selector is a query
 def test_seed_route_without_default_is_404(client: Any, credit: Any, regressor: Any) -> None:
     assert upload(client, "reg", regressor).status_code == 201
     r = client.post("/api", json={"data": CREDIT_ROW})
@@ -367,6 +372,7 @@ def test_seed_route_without_default_is_404(client: Any, credit: Any, regressor: 
     assert named.status_code == 200
 
 
+@pytest.mark.postgresql  # resolving a selector is a query
 def test_seed_route_with_configured_default(make_app: Any, credit_pipeline: Any, regressor: Any) -> None:
     client = make_app(default_model="reg").test_client()
     assert upload(client, "credit", credit_pipeline).status_code == 201
@@ -375,6 +381,7 @@ def test_seed_route_with_configured_default(make_app: Any, credit_pipeline: Any,
     assert r.status_code == 200 and r.json["model"] == "reg"
 
 
+@pytest.mark.postgresql  # resolving a selector is a query
 def test_no_models_at_all(client: Any) -> None:
     assert client.post("/api", json={"data": {"a": 1}}).status_code == 404
     assert client.post("/api/predict", json={"model": "x", "data": {"a": 1}}).status_code == 404
@@ -384,7 +391,8 @@ def test_no_models_at_all(client: Any) -> None:
 def test_model_error_is_422_and_next_request_works(make_app: Any, credit_pipeline: Any) -> None:
     client = make_app(trusted_modules=("tests",)).test_client()
     picky = PickyRegressor().fit(pd.DataFrame({"a": [1.0], "b": [2.0]}))
-    assert upload(client, "picky", picky).status_code == 201
+    uploaded = upload(client, "picky", picky)
+    assert uploaded.status_code == 201, uploaded.json
     assert upload(client, "credit", credit_pipeline).status_code == 201
     r = client.post("/api/predict", json={"model": "picky", "data": {"a": [1, -1], "b": [1, 1]}})
     assert r.status_code == 422

@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from registry.db import Database
-from tests.conftest import ADMIN, upload
+from tests.support import ADMIN, upload
+
+# Listings depend on the database's ordering and time types: both databases.
+pytestmark = pytest.mark.postgresql
 
 
 @pytest.fixture

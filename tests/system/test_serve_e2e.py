@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import time
@@ -12,25 +11,18 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import requests
 
 from serving.operations.demo import DEMO_EXAMPLE, DEMO_MODEL
-from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
-from tests.live import Server, environment
+from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
+from tests.support import upload_live as upload
+from tests.support.live import Server, environment
+
+# A restart must keep everything the database holds: both databases.
+pytestmark = pytest.mark.postgresql
 
 
 def store_files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
-
-
-def upload(server: Server, name: str, payload: bytes, metadata: dict[str, Any] | None = None) -> requests.Response:
-    data = {"metadata": json.dumps(metadata)} if metadata is not None else None
-    return server.post(
-        f"/api/admin/models/{name}/versions",
-        files={"file": ("model.joblib", payload, "application/octet-stream")},
-        data=data,
-        headers=ADMIN,
-    )
 
 
 # -- a registry that survives a restart --------------------------------------------------------

@@ -35,7 +35,7 @@ from model_store.safety import (
     scan_stream,
 )
 from model_store.safety.policy import _is_trusted, denied_objects
-from tests.malicious import (
+from tests.estimators.malicious import (
     ATTRGETTER,
     IMPORTLIB,
     PARTIAL,
@@ -148,7 +148,7 @@ def test_every_alias_of_a_denied_object_in_the_trusted_packages_is_refused(tmp_p
 def test_alias_payloads_are_live_unprotected_and_refused(tmp_path: Path) -> None:
     """operator.attrgetter, functools.partial and builtins.type reached through trusted names run
     code under a plain pickle.load; the scan and the restricted unpicklers refuse them by name."""
-    from tests.malicious import build_corpus
+    from tests.estimators.malicious import build_corpus
 
     cases = [c for c in build_corpus(tmp_path) if c.name.startswith(("alias_", "newobj_reconstructor"))]
     assert len(cases) == 4

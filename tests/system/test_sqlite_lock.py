@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes, live_server
-from tests.live import HTTP_TIMEOUT_S, Server
+from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes, live_server
+from tests.support.live import HTTP_TIMEOUT_S, Server
 
 HOLD_S = 2.0  # how long the other process keeps the write lock
 # Fewer writers than workers: each waiting write holds a sync worker, and one must stay free

@@ -38,8 +38,7 @@ from model_store.safety import (
     restricted_joblib_load,
     scan_artifact,
 )
-from tests.conftest import CREDIT_ROW
-from tests.malicious import (
+from tests.estimators.malicious import (
     HAVE_LZ4,
     Case,
     build_corpus,
@@ -50,6 +49,7 @@ from tests.malicious import (
     run_unprotected,
     text,
 )
+from tests.support import CREDIT_ROW
 
 MAX_MODEL_BYTES = 64 << 20  # a realistic limit for these small models: memo sharing must fit in it
 
@@ -247,8 +247,8 @@ def test_a_pickle_calls_only_reconstructors_and_compiled_constructors(tmp_path: 
 
 def test_trusted_modules_may_call_their_own_code(tmp_path: Path) -> None:
     path = tmp_path / "picky.pkl"
-    path.write_bytes(program(call(glob("tests.fixture_models", "PickyRegressor"))))
-    with pytest.raises(UnsafeArtifact, match=re.escape("tests.fixture_models.PickyRegressor")):
+    path.write_bytes(program(call(glob("tests.estimators.fixture_models", "PickyRegressor"))))
+    with pytest.raises(UnsafeArtifact, match=re.escape("tests.estimators.fixture_models.PickyRegressor")):
         scan_artifact(path)
     assert scan_artifact(path, ["tests"]).format == "pickle"  # the operator vouches for `tests`
     with path.open("rb") as f:
@@ -265,7 +265,7 @@ def test_a_name_that_does_not_exist_here_is_invalid_not_imported_blindly(tmp_pat
 def test_denied_classes_are_refused_by_every_loader(tmp_path: Path) -> None:
     """A scipy distribution execs its pickled _parse_arg_template: refused by the scan, by
     RestrictedUnpickler and for skops, although its module passes the package allow-list."""
-    from tests.malicious import _exec_on_setstate
+    from tests.estimators.malicious import _exec_on_setstate
 
     marker = tmp_path / "ran"
     payload = pickle.dumps(_exec_on_setstate(str(marker)), 4)
@@ -278,12 +278,14 @@ def test_denied_classes_are_refused_by_every_loader(tmp_path: Path) -> None:
     assert refused_globals(["scipy.stats._continuous_distns.norm_gen", "sklearn.linear_model.Ridge"]) == [
         "scipy.stats._continuous_distns.norm_gen"
     ]
-    assert refused_globals(["scipy._lib._util.MapWrapper", "os.system", "tests.fixture_models.PickyRegressor"]) == [
+    assert refused_globals(
+        ["scipy._lib._util.MapWrapper", "os.system", "tests.estimators.fixture_models.PickyRegressor"]
+    ) == [
         "scipy._lib._util.MapWrapper",
         "os.system",
-        "tests.fixture_models.PickyRegressor",
+        "tests.estimators.fixture_models.PickyRegressor",
     ]
-    assert refused_globals(["tests.fixture_models.PickyRegressor"], ["tests"]) == []
+    assert refused_globals(["tests.estimators.fixture_models.PickyRegressor"], ["tests"]) == []
     assert not marker.exists()
 
 
@@ -335,11 +337,11 @@ def test_trusted_modules_are_matched_on_dotted_boundaries() -> None:
 
 
 def test_extra_trusted_modules_let_a_custom_model_through(tmp_path: Path) -> None:
-    from tests.fixture_models import PickyRegressor
+    from tests.estimators.fixture_models import PickyRegressor
 
     path = tmp_path / "picky.joblib"
     joblib.dump(PickyRegressor().fit(pd.DataFrame({"a": [1.0]})), path)
-    with pytest.raises(UnsafeArtifact, match=re.escape("tests.fixture_models.PickyRegressor")):
+    with pytest.raises(UnsafeArtifact, match=re.escape("tests.estimators.fixture_models.PickyRegressor")):
         scan_artifact(path)
     assert scan_artifact(path, ["tests"]).format == "joblib"
 

@@ -35,17 +35,17 @@ import requests
 from sklearn.linear_model import LinearRegression
 
 from serving.api.app import UPLOAD_OVERHEAD_BYTES
-from tests.conftest import (
+from tests.estimators.fixture_models import PickyRegressor
+from tests.support import (
     CREDIT_ROW,
+    REPO,
     Live,
     database_of_its_own,
     joblib_bytes,
     live_server,
 )
-from tests.fixture_models import PickyRegressor
-from tests.live import HTTP_TIMEOUT_S
+from tests.support.live import HTTP_TIMEOUT_S
 
-REPO = Path(__file__).resolve().parent.parent
 # Distinct secrets, so that finding one in a log can only mean it was logged.
 ADMIN_SECRET = f"admin-{secrets.token_hex(12)}"
 READER_SECRET = f"reader-{secrets.token_hex(12)}"

@@ -32,9 +32,12 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LinearRegression
 
 from model_store.store import ArtifactStore
-from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
-from tests.live import HTTP_TIMEOUT_S, MAAS, Server, environment
-from tests.test_serve_e2e import upload
+from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
+from tests.support import upload_live as upload
+from tests.support.live import HTTP_TIMEOUT_S, MAAS, Server, environment
+
+# What a killed server leaves behind is the database's transactions: both databases.
+pytestmark = pytest.mark.postgresql
 
 MB = 1 << 20
 BIG_UPLOAD_BYTES = 48 * MB

@@ -30,8 +30,11 @@ from model_store.store import ArtifactStore
 from registry.models import ModelVersion
 from serving.cli import Duration
 from serving.config import Settings
-from tests.conftest import ADMIN, CREDIT_ROW, joblib_bytes, upload
-from tests.live import MAAS, environment
+from tests.support import ADMIN, CREDIT_ROW, joblib_bytes, upload
+from tests.support.live import MAAS, environment
+
+# The collector and uploads meet in the database's locks: both databases.
+pytestmark = pytest.mark.postgresql
 
 GC_TIMEOUT_S = 120.0
 # Only a guard against a hang: nothing is timed.
@@ -499,17 +502,17 @@ def test_gc_goes_on_past_a_file_it_cannot_remove(client: Any, settings: Settings
 
 # -- refusals -------------------------------------------------------------------------------------
 def test_gc_removes_nothing_when_it_cannot_read_the_registry(
-    settings: Settings, store: ArtifactStore, tmp_path: Path, regressor: Any
+    settings: Settings, empty_database_url: str, store: ArtifactStore, tmp_path: Path, regressor: Any
 ) -> None:
     orphan = store.put(io.BytesIO(joblib_bytes(regressor)))
     age(orphan.path)
     before = files(store.root)
-    url = make_url(settings.database_url)
+    url = make_url(empty_database_url)
     # No schema yet (nothing has run the migrations): no table of versions to read.
     if url.get_backend_name() == "sqlite":
         Path(url.database or "").touch()
     missing = f"sqlite:///{tmp_path / 'no-such-dir' / 'registry.db'}"
-    for database_url, message in ((settings.database_url, "cannot be read"), (missing, "no registry database")):
+    for database_url, message in ((empty_database_url, "cannot be read"), (missing, "no registry database")):
         result = run_gc(Settings(database_url=database_url, store_dir=settings.store_dir), "--grace-period", "0")
         assert result.returncode == 1, result.stdout + result.stderr
         assert message in result.stderr and "nothing removed" in result.stderr, result.stderr

@@ -1,6 +1,6 @@
 """Hostile estimators against a live `maas serve`: the model's own code attacks the server.
 
-The estimators (tests/hostile_estimators.py) are trusted on purpose, so the scan lets them through;
+The estimators (tests/estimators/hostile_estimators.py) are trusted on purpose, so the scan lets them through;
 what must hold them is the runner: no processes, no exec, no network, no writes, no secrets, memory
 and time limits. The same battery against a server with MAAS_SANDBOX=off first shows every
 confinement attack really works there (markers appear, the listener is reached, the token and the
@@ -21,18 +21,18 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import (
+from tests.estimators.hostile_estimators import AttacksOnUnpickling, Hostile
+from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
     CREDIT_ROW,
+    REPO,
     Live,
     database_of_its_own,
     joblib_bytes,
     live_server,
 )
-from tests.hostile_estimators import AttacksOnUnpickling, Hostile
 
-REPO = Path(__file__).resolve().parent.parent
 MARKER_ATTACKS = ("system", "subprocess", "fork", "write")
 TIMEOUT_S = 3
 
@@ -178,7 +178,7 @@ def _run(kind: str, tmp_path: Path, listener: Listener, credit_pipeline: Any, sa
             root,
             url,
             MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
-            MAAS_TRUSTED_MODULES="tests.hostile_estimators",
+            MAAS_TRUSTED_MODULES="tests.estimators.hostile_estimators",
             MAAS_PREDICT_TIMEOUT=str(TIMEOUT_S),
             MAAS_RUNNER_MEMORY=str(1 << 30),
             MAAS_SANDBOX=sandbox,

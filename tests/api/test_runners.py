@@ -21,10 +21,10 @@ from sklearn.pipeline import Pipeline
 
 from registry.names import LATEST
 from serving.runners import protocol
-from tests.conftest import ADMIN, upload
-from tests.hostile_estimators import Hostile
+from tests.estimators.hostile_estimators import Hostile
+from tests.support import ADMIN, upload
 
-HOSTILE = ("tests.hostile_estimators",)
+HOSTILE = ("tests.estimators.hostile_estimators",)
 
 
 def _fit(estimator: Any, column: str = "x") -> Any:
@@ -156,6 +156,7 @@ def test_an_uploaded_class_instead_of_a_model_is_422(client: Any) -> None:
 
 
 # -- what a worker caches is keyed by what is never reused ------------------------------------------
+@pytest.mark.postgresql  # SQLite reuses a deleted row's id, PostgreSQL's sequence does not
 def test_a_new_version_in_a_deleted_versions_row_gets_its_own_schema(client: Any) -> None:
     """SQLite hands a deleted newest row's id to the next insert; the input schema a worker
     compiled for the deleted version must not be used for the new one."""

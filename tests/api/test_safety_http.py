@@ -33,11 +33,10 @@ from model_store.loader import (
     MAX_SKOPS_UNCOMPRESSED_BYTES,
     SKOPS_RATIO_FLOOR,
 )
-from tests.conftest import upload
-from tests.fixture_models import PickyRegressor
-from tests.hostile_types import WritesMarkerOnLoad
-from tests.malicious import Case, build_corpus, payload_paths
-from tests.test_api_admin import model_count, store_files
+from tests.estimators.fixture_models import PickyRegressor
+from tests.estimators.hostile_types import WritesMarkerOnLoad
+from tests.estimators.malicious import Case, build_corpus, payload_paths
+from tests.support import REPO, model_count, store_files, upload
 
 skops_io = pytest.importorskip("skops.io")
 
@@ -131,10 +130,10 @@ def test_skops_hostile_type_is_live(tmp_path: Path, credit_pipeline: Any) -> Non
             "-c",
             "import sys, skops.io; skops.io.load(sys.argv[1], trusted=[sys.argv[2]])",
             str(artifact),
-            "tests.hostile_types.WritesMarkerOnLoad",
+            "tests.estimators.hostile_types.WritesMarkerOnLoad",
         ],
         check=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=REPO,
         timeout=120,
     )
     assert marker.exists()
@@ -147,7 +146,7 @@ def test_skops_untrusted_type_is_refused_by_name_and_never_runs(
     artifact = hostile_skops(tmp_path / "hostile.skops", marker, credit_pipeline)
     r = upload(client, "hostile", artifact.read_bytes(), filename="model.skops")
     assert r.status_code == 422, r.json
-    assert r.json["errors"]["artifact"] == ["tests.hostile_types.WritesMarkerOnLoad"]
+    assert r.json["errors"]["artifact"] == ["tests.estimators.hostile_types.WritesMarkerOnLoad"]
     assert not marker.exists()
     assert model_count(client) == 0
     nothing_left(app)
@@ -179,7 +178,7 @@ def test_skops_dangerous_references_are_refused(
 
 
 def _exec_on_setstate(marker: str) -> Any:
-    from tests.malicious import _exec_on_setstate as make
+    from tests.estimators.malicious import _exec_on_setstate as make
 
     return make(marker)
 
@@ -352,14 +351,14 @@ def test_trusted_modules_setting_lets_a_custom_class_through(make_app: Any, fmt:
     strict = make_app()
     refused = send(strict.test_client())
     assert refused.status_code == 422, refused.json
-    assert refused.json["errors"]["artifact"] == ["tests.fixture_models.PickyRegressor"]
+    assert refused.json["errors"]["artifact"] == ["tests.estimators.fixture_models.PickyRegressor"]
     assert model_count(strict.test_client()) == 0
 
     client = make_app(trusted_modules=("tests",)).test_client()
     accepted = send(client)
     assert accepted.status_code == 201, accepted.json
     assert accepted.json["format"] == fmt
-    assert accepted.json["estimator"] == "tests.fixture_models.PickyRegressor"
+    assert accepted.json["estimator"] == "tests.estimators.fixture_models.PickyRegressor"
     p = client.post("/api/predict", json={"model": "picky", "data": {"a": [1, 2], "b": [3, 4]}})
     assert p.status_code == 200, p.json
     assert p.json["predictions"] == [4.0, 6.0]

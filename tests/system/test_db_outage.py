@@ -27,15 +27,15 @@ import requests
 from sqlalchemy.engine import make_url
 
 from registry.db import is_disconnect, make_engine
-from tests.conftest import (
+from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
     CREDIT_ROW,
-    _postgres_database,
     joblib_bytes,
     live_server,
+    postgres_database,
 )
-from tests.live import MAAS, Server, environment, free_port
+from tests.support.live import MAAS, Server, environment, free_port
 
 # Only a bound on the test's own waiting; nothing is timed.
 RECOVERY_WAIT_S = 30.0
@@ -143,7 +143,7 @@ class Relay:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    yield from _postgres_database()
+    yield from postgres_database()
 
 
 def predict(server: Server, path: str, body: dict[str, Any]) -> requests.Response:

@@ -15,17 +15,10 @@ import pytest
 from sklearn.preprocessing import StandardScaler
 from sqlalchemy import event
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes, upload
+from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes, model_count, store_files, upload
 
-
-def store_files(app: Any) -> list[Path]:
-    objects = Path(app.extensions["maas"].settings.store_dir) / "objects"
-    return sorted(p for p in objects.rglob("*") if p.is_file())
-
-
-def model_count(client: Any) -> int:
-    return len(client.get("/api/models").json)
-
+# Writes go through the database's constraints and transactions: both databases.
+pytestmark = pytest.mark.postgresql
 
 # -- auth ------------------------------------------------------------------------------------
 ADMIN_CALLS = [
