@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 SCRIPT_LOCATION = str(Path(__file__).resolve().parent)
 
 
-def alembic_config(engine: Engine | None = None, connection=None) -> Config:  # type: ignore[no-untyped-def]
+def alembic_config(engine: Engine | None = None, connection=None) -> Config:
     """An Alembic Config for our migrations; with a connection, Alembic runs on it."""
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)

@@ -185,7 +185,7 @@ def _skops_trusted_types(file: BinaryIO, trusted_modules: Iterable[str]) -> list
     called = _check_skops_archive(file)
     try:
         file.seek(0)
-        untrusted = skops.io.get_untrusted_types(file=file)  # type: ignore[arg-type]  # ZipFile takes files
+        untrusted = skops.io.get_untrusted_types(file=file)  # ZipFile takes files
     except Exception as exc:  # noqa: BLE001 - skops raises many kinds for a bad file
         raise InvalidArtifact(f"The skops file cannot be read ({type(exc).__name__}).") from None
     # skops' own trust check does the loading; what it does not trust by default must be on our

@@ -43,7 +43,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
 from model_store.safety.graph import (
@@ -978,7 +978,7 @@ def _utf8(data: bytes) -> str:
 
 
 def _escape_decode(data: bytes) -> bytes:
-    return codecs.escape_decode(data)[0]  # type: ignore[attr-defined, no-any-return]
+    return codecs.escape_decode(data)[0]
 
 
 def _is_wrapper_class(value: Any) -> bool:
@@ -1035,7 +1035,7 @@ def _judge(findings: _Findings) -> dict[str, str]:
         elif instantiates(func):
             give(by_position.get(0, ()), INSTANTIATED)
             assigned.add(0)
-            if func is copyreg._reconstructor:  # base.__init__(obj, state) runs
+            if func is copyreg._reconstructor:  # type: ignore[attr-defined]  # base.__init__(obj, state) runs
                 give(by_position.get(1, ()), CALLED)
                 assigned.add(1)
         elif calls_its_arguments(func):
@@ -1199,4 +1199,5 @@ def scan_stream(
     `size` is the file's size when known (skips then seek instead of reading). The file is left
     open; its position afterwards is unspecified (seek to 0 before loading).
     """
-    return _scan(_Borrowed(raw) if isinstance(raw, io.RawIOBase) else raw, size, extra_trusted_modules, max_model_bytes)
+    stream = cast(IO[bytes], _Borrowed(raw)) if isinstance(raw, io.RawIOBase) else raw
+    return _scan(stream, size, extra_trusted_modules, max_model_bytes)

@@ -151,7 +151,7 @@ class _Checks:
             if not args:
                 raise self._refuse("<instantiation of a computed class>", "instantiates nothing it names")
             self._global_class(args[0], INSTANTIATED)
-            if func is copyreg._reconstructor and len(args) > 1:  # base.__init__(obj, state) runs
+            if func is copyreg._reconstructor and len(args) > 1:  # type: ignore[attr-defined]  # base.__init__(obj, state) runs
                 self._judge(args[1], CALLED)
             return
         calling = calls_its_arguments(func)
@@ -203,7 +203,7 @@ def _dispatch_with_checks(base: Any, load_build: Callable[[Any], None]) -> dict[
     return table
 
 
-class RestrictedUnpickler(_Checks, pickle._Unpickler):  # type: ignore[misc, name-defined]
+class RestrictedUnpickler(_Checks, pickle._Unpickler):
     """An unpickler whose find_class only resolves trusted globals and whose calls, instantiations
     and states are judged on the real objects (defense in depth after a scan).
 
@@ -218,14 +218,14 @@ class RestrictedUnpickler(_Checks, pickle._Unpickler):  # type: ignore[misc, nam
         max_model_bytes: int | None = None,
         **kwargs: Any,
     ) -> None:
-        pickle._Unpickler.__init__(self, file, **kwargs)  # type: ignore[attr-defined]
+        pickle._Unpickler.__init__(self, file, **kwargs)
         self._setup(extra_trusted_modules, max_model_bytes)
 
     def load_build(self) -> None:
         self._check_state(self.stack[-1])
         pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
 
-    dispatch = _dispatch_with_checks(pickle._Unpickler, load_build)  # type: ignore[attr-defined]
+    dispatch = _dispatch_with_checks(pickle._Unpickler, load_build)
 
 
 def restricted_joblib_load(
@@ -239,7 +239,7 @@ def restricted_joblib_load(
     from joblib import numpy_pickle
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
-    class _JoblibUnpickler(_Checks, numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
+    class _JoblibUnpickler(_Checks, numpy_pickle.NumpyUnpickler):
         def _wrapper_allowed(self) -> bool:
             return True
 

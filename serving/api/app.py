@@ -102,5 +102,5 @@ def register_docs_assets(app: Flask) -> None:
     assets = Path(swagger_ui_bundle.swagger_ui_path)
 
     @app.get(SWAGGER_UI_STATIC + "<path:filename>")
-    def swagger_ui_asset(filename: str):  # type: ignore[no-untyped-def]
+    def swagger_ui_asset(filename: str):
         return send_from_directory(assets, filename)

@@ -17,4 +17,4 @@ def attach(app: Flask, rt: Runtime) -> None:
 
 def runtime() -> Runtime:
     """The Runtime of the app handling the current request."""
-    return current_app.extensions[_KEY]  # type: ignore[no-any-return]
+    return current_app.extensions[_KEY]

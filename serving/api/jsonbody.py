@@ -70,7 +70,7 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         raise RequestError(400, f"The body is {exc}.") from None
     if not isinstance(value, dict):
         raise RequestError(400, "The JSON body must be an object.")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def read_body(req: flask.Request) -> bytes:

@@ -25,7 +25,7 @@ class SpoolingRequest(Request):
         super().__init__(*args, **kwargs)
         self._spools: list[Spool] = []
 
-    def _get_file_stream(  # type: ignore[override]
+    def _get_file_stream(
         self,
         total_content_length: int | None,
         content_type: str | None,
@@ -71,4 +71,4 @@ class EncodedSlashes:
             if b"/".join(decoded).decode("latin-1") == script + environ.get("PATH_INFO", ""):
                 kept = b"/".join(s.replace(b"/", b"%2F") for s in decoded).decode("latin-1")
                 environ["PATH_INFO"] = kept[len(script) :]
-        return self.wsgi_app(environ, start_response)  # type: ignore[no-any-return]
+        return self.wsgi_app(environ, start_response)

@@ -190,7 +190,7 @@ class Runner:
         reply, reply_arrays = self.call(header, arrays)
         try:
             predictions = protocol.unpack_values(reply.get("predictions"), reply_arrays, rows)
-            probabilities = reply.get("probabilities")
+            probabilities: Any = reply.get("probabilities")
             if not with_probabilities:
                 return predictions, None, None
             keys = probabilities["keys"]
@@ -213,7 +213,7 @@ def _death(exc: BaseException) -> str:
     return f"its runner cannot be reached ({type(exc).__name__})."
 
 
-_FACT_TYPES = {
+_FACT_TYPES: dict[str, type | tuple[type, ...]] = {
     "format": str,
     "estimator": str,
     "has_predict_proba": bool,
@@ -226,7 +226,7 @@ _FACT_TYPES = {
 
 def _checked_facts(facts: dict[str, Any]) -> dict[str, Any]:
     """The facts a runner reports about its model, bounded like every other answer."""
-    checked = {}
+    checked: dict[str, Any] = {}
     for key, kind in _FACT_TYPES.items():
         value = facts.get(key)
         if not isinstance(value, kind):
@@ -363,7 +363,7 @@ def stop_zygote() -> None:
 
 
 # -- the pool --------------------------------------------------------------------------------------
-class _Runners(LRUCache):  # type: ignore[type-arg]
+class _Runners(LRUCache):
     """An LRU whose evicted runners are killed."""
 
     def popitem(self) -> tuple[Any, Runner]:

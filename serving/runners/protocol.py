@@ -53,7 +53,7 @@ def send(
         raise ProtocolError(f"message header of {len(body)} bytes is over the limit of {MAX_HEADER_BYTES}")
     head = _LENGTH.pack(len(body)) + body
     # One gathered write for the whole message: the peer wakes once, not once per column.
-    parts = [memoryview(head), *(memoryview(b).cast("B") for b in buffers if b.nbytes)]
+    parts = [memoryview(head), *(b.data.cast("B") for b in buffers if b.nbytes)]
     if fds:
         sent = socket.send_fds(sock, [head], list(fds))
         parts[0] = parts[0][sent:]

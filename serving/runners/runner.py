@@ -178,7 +178,7 @@ def _column(values: Any) -> np.ndarray:
         return values
     column = np.empty(len(values), dtype=object)
     column[:] = values
-    missing = np.equal(column, None)
+    missing = np.equal(column, None)  # type: ignore[call-overload]  # elementwise `is None` on objects
     if missing.any():
         column[missing] = math.nan
     return column

@@ -130,7 +130,7 @@ def _trusted_module_roots(modules: list[str]) -> list[str]:
     """Import the modules an operator trusted (here, before any confinement: import-time code of
     operator-vouched packages), and return the package directories a runner may read for their
     lazily imported submodules. A single-file module needs none: it is already in memory."""
-    roots = []
+    roots: list[str] = []
     for name in modules:
         try:
             importlib.import_module(name)

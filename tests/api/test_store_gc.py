@@ -94,7 +94,7 @@ def store(settings: Settings) -> ArtifactStore:
 def uploaded(client: Any, name: str, model: Any, **kwargs: Any) -> dict[str, Any]:
     response = upload(client, name, model, **kwargs)
     assert response.status_code == 201, response.get_json()
-    return response.get_json()  # type: ignore[no-any-return]
+    return response.get_json()
 
 
 def predicts(client: Any, name: str, version: int, row: dict[str, Any], model: Any) -> None:

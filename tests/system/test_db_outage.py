@@ -196,7 +196,7 @@ def _outage_and_recovery(server: Server, relay: Relay, mode: str, credit_pipelin
     worker = server.get("/health/live")
     assert worker.status_code == 200
 
-    warmed = {
+    warmed: dict[str, tuple[str, dict[str, Any]]] = {
         "by number": ("/api/predict", {"model": "credit", "version": 1, "data": CREDIT_ROW}),
         "by digits": ("/api/models/credit/versions/1/predict", {"data": CREDIT_ROW}),
         "by alias": ("/api/predict", {"model": "credit", "version": "production", "data": CREDIT_ROW}),
@@ -226,7 +226,7 @@ def _outage_and_recovery(server: Server, relay: Relay, mode: str, credit_pipelin
             assert answer.json() == before[what], what
         time.sleep(0.4)
 
-    unavailable = {
+    unavailable: dict[str, tuple[str, str, dict[str, Any]]] = {
         "version never served here": (
             "POST",
             "/api/predict",

@@ -94,7 +94,7 @@ def servers(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, credit_pipeline: Any
 ) -> Iterator[Servers]:
     root = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    variables = {
+    variables: dict[str, Any] = {
         "MAAS_ADMIN_TOKEN": ADMIN_SECRET,
         "MAAS_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "MAAS_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
@@ -624,9 +624,9 @@ def send_bad_body_values(battery: Battery, ops: list[Operation]) -> None:
                 battery.send(
                     f"'model' in the body: {what}", op.method, target, {404}, body=dumps({**valid, "model": name})
                 )
-            for what, name in WRONG_TYPE_NAMES.items():
+            for what, wrong in WRONG_TYPE_NAMES.items():
                 battery.send(
-                    f"'model' in the body: {what}", op.method, target, {422}, body=dumps({**valid, "model": name})
+                    f"'model' in the body: {what}", op.method, target, {422}, body=dumps({**valid, "model": wrong})
                 )
         if "version" in valid or op.template == "/api":
             for what, version in BAD_BODY_VERSIONS.items():
@@ -704,14 +704,14 @@ def send_bad_json(battery: Battery, ops: list[Operation]) -> None:
             }
             for what, (content_type, body) in parts.items():
                 battery.send(f"upload: {what}", op.method, op.target(), {422}, body=body, content_type=content_type)
-            for content_type in ("application/json", None):
+            for sent_type in ("application/json", None):
                 battery.send(
-                    f"upload as {content_type}",
+                    f"upload as {sent_type}",
                     op.method,
                     op.target(),
                     {415},
                     body=b'{"file": "x"}',
-                    content_type=content_type,
+                    content_type=sent_type,
                 )
 
 

@@ -124,14 +124,14 @@ def test_every_alias_of_a_denied_object_in_the_trusted_packages_is_refused(tmp_p
                 aliases.append((module_name, attr))
     names = {f"{m}.{a}" for m, a in aliases}
     # the re-exports the corpus proves live unprotected are among them
-    for module, attr in (ATTRGETTER, PARTIAL, TYPE, IMPORTLIB):
-        assert f"{module}.{attr}" in names
+    for owner, attr in (ATTRGETTER, PARTIAL, TYPE, IMPORTLIB):
+        assert f"{owner}.{attr}" in names
     assert len(aliases) > 100
     path = tmp_path / "alias.pkl"
-    escaped = []
-    for module, attr in aliases:
-        label = f"{module}.{attr}"
-        for body in (program(b"]", glob(module, attr), b"a"), program(call(glob(module, attr), text("x")))):
+    escaped: list[tuple[str, Any]] = []
+    for owner, attr in aliases:
+        label = f"{owner}.{attr}"
+        for body in (program(b"]", glob(owner, attr), b"a"), program(call(glob(owner, attr), text("x")))):
             path.write_bytes(body)
             try:
                 scan_artifact(path)
