@@ -8,6 +8,7 @@ directory it is in.
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,35 @@ from tests.support.databases import (
 from tests.support.live import Server, ServerFailed, launch
 
 TIERS = ("unit", "api", "system")
+# System tests whose outcome depends on timing (locks held for seconds, kills mid-request, relays
+# cut, many concurrent requests): under pytest-xdist (a file's tests on one worker) they never run
+# beside each other.
+ONE_AT_A_TIME = {"test_races", "test_sqlite_lock", "test_db_outage", "test_crash", "test_runners_hostile"}
 
 
-# -- tiers and database variants --------------------------------------------------------------
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+# -- tiers, scheduling and database variants -----------------------------------------------------
+def pytest_itemcollected(item: pytest.Item) -> None:
     """Mark each test with its tier: the directory under tests/ it lives in."""
-    root = Path(__file__).parent
-    for item in items:
-        parts = item.path.relative_to(root).parts
-        tier = parts[0] if parts and parts[0] in TIERS else None
-        if tier is None:
-            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/api or tests/system")
-        item.add_marker(getattr(pytest.mark, tier))
+    parts = item.path.relative_to(Path(__file__).parent).parts
+    tier = parts[0] if parts and parts[0] in TIERS else None
+    if tier is None:
+        raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/api or tests/system")
+    item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Hold this run's lock (a file every xdist worker sees) through a timing-sensitive module.
+    (xdist's own --dist loadgroup does not group under pytest 9: its nodeid suffix is ignored.)"""
+    if request.path.stem not in ONE_AT_A_TIME:
+        yield
+        return
+    with open(tmp_path_factory.getbasetemp().parent / "one-at-a-time.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
