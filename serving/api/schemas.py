@@ -9,7 +9,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 from werkzeug.datastructures import FileStorage
 
-from model_store.schema import FEATURE_TYPES
+from model_store.features import FeatureSpec, FeatureType
 from registry.names import text_problem
 from registry.service import MAX_FEATURE_NAME_LENGTH
 
@@ -41,7 +41,7 @@ class Text(fields.String):
 
 class FeatureSchema(StrictSchema):
     name = Text(required=True, validate=validate.Length(min=1, max=MAX_FEATURE_NAME_LENGTH))
-    type = fields.String(load_default="number", validate=validate.OneOf(FEATURE_TYPES))
+    type = fields.String(load_default=FeatureType.NUMBER.value, validate=validate.OneOf([t.value for t in FeatureType]))
     required = fields.Boolean(load_default=True)
     allowed = fields.List(fields.Raw(), load_default=None, allow_none=True)
     minimum = FiniteFloat(load_default=None, allow_none=True)
@@ -49,9 +49,8 @@ class FeatureSchema(StrictSchema):
 
     @ma.validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
-        kind = data.get("type", "number")
-        numeric = kind in ("number", "integer")
-        if not numeric and (data.get("minimum") is not None or data.get("maximum") is not None):
+        kind = FeatureType(data.get("type", FeatureType.NUMBER.value))
+        if not kind.is_numeric and (data.get("minimum") is not None or data.get("maximum") is not None):
             raise ma.ValidationError("Bounds apply to number and integer features only.", "minimum")
         low, high = data.get("minimum"), data.get("maximum")
         if low is not None and high is not None and low > high:
@@ -60,15 +59,13 @@ class FeatureSchema(StrictSchema):
         if allowed is not None:
             if not allowed:
                 raise ma.ValidationError("allowed must list at least one value.", "allowed")
-            check = {
-                "number": lambda v: type(v) in (int, float) and math.isfinite(v),
-                "integer": lambda v: type(v) is int,
-                "string": lambda v: type(v) is str,
-                "boolean": lambda v: type(v) is bool,
-            }[kind]
-            bad = [v for v in allowed if not check(v)]
+            bad = [v for v in allowed if not kind.accepts(v) or (kind is FeatureType.NUMBER and not math.isfinite(v))]
             if bad:
-                raise ma.ValidationError(f"Values not of type {kind}: {bad[:5]!r}.", "allowed")
+                raise ma.ValidationError(f"Values not of type {kind.value}: {bad[:5]!r}.", "allowed")
+
+    @ma.post_load
+    def _spec(self, data: dict[str, Any], **_: Any) -> FeatureSpec:
+        return FeatureSpec.from_json(data)
 
 
 class UploadMetadataSchema(StrictSchema):
