@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from model_store.features import FeatureSpec, FeatureType
-from serving.inference.errors import RequestError
+from serving.inference.errors import InvalidRows, TooManyRows
 
 _MISSING = object()
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -140,21 +140,19 @@ class InputSchema:
             if data and all(arrays):
                 lengths = {k: len(v) for k, v in data.items()}
                 if len(set(lengths.values())) > 1:
-                    raise RequestError(
-                        422,
+                    raise InvalidRows(
                         "Columnar data needs arrays of one length; got "
                         + ", ".join(f"{k}: {n}" for k, n in lengths.items())
                         + ".",
-                        {"json": {"data": {k: [f"Array of length {n}."] for k, n in lengths.items()}}},
+                        {k: [f"Array of length {n}."] for k, n in lengths.items()},
                     )
                 n = next(iter(lengths.values()))
                 self._check_rows(n)
                 return data, n, {}
             if any(arrays):
-                raise RequestError(
-                    422,
+                raise InvalidRows(
                     "The data object mixes arrays and scalars: use all arrays (columns) or all scalars (one record).",
-                    {"json": {"data": {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)}}},
+                    {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)},
                 )
             return {k: [v] for k, v in data.items()}, 1, {}
         if isinstance(data, list):
@@ -170,24 +168,23 @@ class InputSchema:
             for name in self.by_name:
                 columns.setdefault(name, [_MISSING] * len(data))
             return columns, len(data), errors
-        raise RequestError(
-            422,
+        raise InvalidRows(
             "'data' must be an object (columns or one record) or an array of records.",
-            {"json": {"data": [f"Must be an object or an array, not {_json_type(data)}."]}},
+            [f"Must be an object or an array, not {_json_type(data)}."],
         )
 
     def _check_rows(self, n: int) -> None:
         if n == 0:
-            raise RequestError(422, "The data has no rows.", {"json": {"data": ["No rows."]}})
+            raise InvalidRows("The data has no rows.", ["No rows."])
         if n > self.max_rows:
-            raise RequestError(413, f"The request has {n} rows, more than the limit of {self.max_rows}.")
+            raise TooManyRows(n, self.max_rows)
 
     # -- the check ----------------------------------------------------------------------
     def check(self, data: Any) -> tuple[dict[str, np.ndarray], int]:
         """The checked columns (one typed array per feature, in the schema's order) and the row
         count; a runner assembles the model's input from them (serving.runners.runner.assemble).
 
-        Raises RequestError 422 naming every offending feature (and row), 413 past the row limit.
+        Raises InvalidRows naming every offending feature (and row), TooManyRows past the limit.
         """
         columns, n, row_errors = self._columns(data)
         feature_errors: dict[str, list[str]] = {}
@@ -235,10 +232,8 @@ class InputSchema:
         errors: dict[str, Any] = {**feature_errors, **row_errors}
         if errors:
             count = sum(len(v) if isinstance(v, dict) else 1 for v in errors.values())
-            raise RequestError(
-                422,
-                f"The input does not match the feature schema of {self.label}: {count} problem(s).",
-                {"json": {"data": errors}},
+            raise InvalidRows(
+                f"The input does not match the feature schema of {self.label}: {count} problem(s).", errors
             )
         for name, values in checked.items():
             typed[name] = _to_array(self.by_name[name].type, values)

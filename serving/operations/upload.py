@@ -20,7 +20,7 @@ from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
-from serving.inference.errors import RequestError
+from serving.inference.errors import InputError
 from serving.inference.runtime import Runtime, run_model, version_key
 from serving.runners.pool import Runner
 
@@ -126,7 +126,7 @@ def _try_example(rt: Runtime, runner: Runner, name: str, features: Sequence[Feat
     try:
         columns, rows = inputs.check(example)
         run_model(runner, name, 0, inputs, columns, rows, with_probabilities=False)
-    except RequestError as exc:
+    except InputError as exc:  # invalid rows, or more than a request may have
         raise InvalidArtifact(f"The example does not fit the feature schema: {exc.message}") from None
     except PredictionFailed as exc:
         raise InvalidArtifact(f"The example failed: {exc.message}") from None
