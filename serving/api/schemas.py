@@ -12,6 +12,7 @@ from werkzeug.datastructures import FileStorage
 from model_store.features import FeatureSpec, FeatureType
 from registry.names import text_problem
 from registry.service import MAX_FEATURE_NAME_LENGTH
+from serving.api.strictjson import InvalidJSON, loads_strict
 
 
 class StrictSchema(ma.Schema):
@@ -88,6 +89,51 @@ class ArtifactFile(fields.Raw):
         return value
 
 
+class FieldProblem:
+    """What is wrong with one field that the contract answers with a message of its own (see
+    serving.api.jsonbody.StrictJSONParser.handle_error): `detail` goes in the errors.
+
+    Marshmallow keeps a ValidationError's messages as given when they are no list or dict, so
+    this arrives at the parser whole, under the field's name.
+    """
+
+    def __init__(self, message: str, detail: list[str] | dict[str, Any]) -> None:
+        self.message = message
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"FieldProblem({self.message!r}, {self.detail!r})"
+
+
+class JSONObject(fields.Field[dict[str, Any]]):
+    """A form field whose text is a JSON object (strict: no NaN, bounded depth), loaded with
+    `nested`; blank text is an empty object. Documented as the string it is."""
+
+    default_error_messages = {"invalid": "Not a valid string."}  # noqa: RUF012 - as marshmallow declares it
+
+    def __init__(self, nested: type[ma.Schema], *, what: str, metadata: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(metadata={"type": "string", **metadata}, **kwargs)
+        self.nested = nested
+        self.what = what
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if not isinstance(value, str):  # a file part, say
+            raise self.make_error("invalid")
+        if not value.strip():
+            return {}
+        try:
+            parsed = loads_strict(value)
+        except InvalidJSON as exc:
+            raise ma.ValidationError(FieldProblem(f"'{attr}' is {exc}.", ["Not valid JSON."])) from None  # type: ignore[arg-type]
+        if not isinstance(parsed, dict):
+            raise ma.ValidationError(FieldProblem(f"'{attr}' must be a JSON object.", ["Not an object."]))  # type: ignore[arg-type]
+        try:
+            loaded: dict[str, Any] = self.nested().load(parsed)
+        except ma.ValidationError as exc:
+            raise ma.ValidationError(FieldProblem(f"The {self.what} is invalid: see errors.", exc.messages)) from None  # type: ignore[arg-type]
+        return loaded
+
+
 class UploadSchema(StrictSchema):
     """The multipart body of an upload."""
 
@@ -95,7 +141,11 @@ class UploadSchema(StrictSchema):
         required=True,
         metadata={"type": "string", "format": "binary", "description": "joblib, pickle or skops file"},
     )
-    metadata = fields.String(metadata={"description": "JSON object: description, features, tags, aliases, example"})
+    metadata = JSONObject(
+        UploadMetadataSchema,
+        what="upload metadata",
+        metadata={"description": "JSON object: description, features, tags, aliases, example"},
+    )
 
 
 def bound(value: float | None, kind: str) -> float | int | None:
