@@ -60,6 +60,15 @@ def _file(model: Any) -> FileStorage:
             "The upload metadata is invalid: see errors.",
             {"form": {"metadata": {"features": {"0": {"allowed": ["Values not of type number: ['x']."]}}}}},
         ),
+        (
+            '{"features": [{"name": "age", "allowed": [1, 1e999, ' + "9" * 400 + "]}]}",
+            "The upload metadata is invalid: see errors.",
+            {
+                "form": {
+                    "metadata": {"features": {"0": {"allowed": [f"Values not of type number: [inf, {'9' * 400}]."]}}}
+                }
+            },
+        ),
     ],
 )
 def test_a_bad_metadata_part_is_answered_with_its_own_message(

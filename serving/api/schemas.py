@@ -40,6 +40,15 @@ class Text(fields.String):
         return text
 
 
+def _is_finite(number: float) -> bool:
+    """Whether a number is finite as a float: JSON parses 1e999 as inf, and an integer of 400
+    digits is no float at all (math.isfinite raises for it)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 class FeatureSchema(StrictSchema):
     name = Text(required=True, validate=validate.Length(min=1, max=MAX_FEATURE_NAME_LENGTH))
     type = fields.String(load_default=FeatureType.NUMBER.value, validate=validate.OneOf([t.value for t in FeatureType]))
@@ -60,7 +69,7 @@ class FeatureSchema(StrictSchema):
         if allowed is not None:
             if not allowed:
                 raise ma.ValidationError("allowed must list at least one value.", "allowed")
-            bad = [v for v in allowed if not kind.accepts(v) or (kind is FeatureType.NUMBER and not math.isfinite(v))]
+            bad = [v for v in allowed if not kind.accepts(v) or (kind is FeatureType.NUMBER and not _is_finite(v))]
             if bad:
                 raise ma.ValidationError(f"Values not of type {kind.value}: {bad[:5]!r}.", "allowed")
 
