@@ -34,7 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from model_store.schema import infer_feature_schema
+from model_store.features import infer_feature_schema
 from serving.inference.inputs import InputSchema
 from serving.operations.demo import DEMO_EXAMPLE, train_demo_model
 from serving.runners import pool

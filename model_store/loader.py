@@ -22,6 +22,7 @@ import numpy as np
 import sklearn
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
+from model_store.features import python_value
 from model_store.safety import (
     RestrictedUnpickler,
     check_loaded,
@@ -29,7 +30,6 @@ from model_store.safety import (
     restricted_joblib_load,
     scan_stream,
 )
-from model_store.schema import python_value
 
 SKOPS = "skops"
 # A skops file is a zip that skops reads member by member, each whole (ZipFile.read). Declared sizes

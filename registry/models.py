@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from model_store.features import FeatureSpec, FeatureType
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -134,8 +136,33 @@ class Feature(Base):
     __table_args__ = (
         UniqueConstraint("version_id", "position", name="uq_features_version_id_position"),
         UniqueConstraint("version_id", "name", name="uq_features_version_id_name"),
-        CheckConstraint("type IN ('number', 'integer', 'string', 'boolean')", name="type_known"),
+        # The migrations keep their own copy of this list (a revision is a snapshot):
+        # tests/test_feature_types.py fails when the two disagree.
+        CheckConstraint("type IN (" + ", ".join(f"'{t.value}'" for t in FeatureType) + ")", name="type_known"),
     )
+
+    @classmethod
+    def from_spec(cls, position: int, spec: FeatureSpec) -> Feature:
+        """The row of a version's feature at `position` (0 first)."""
+        return cls(
+            position=position,
+            name=spec.name,
+            type=spec.type.value,
+            required=spec.required,
+            allowed=list(spec.allowed) if spec.allowed is not None else None,
+            minimum=spec.minimum,
+            maximum=spec.maximum,
+        )
+
+    def to_spec(self) -> FeatureSpec:
+        return FeatureSpec(
+            name=self.name,
+            type=FeatureType(self.type),
+            required=self.required,
+            allowed=tuple(self.allowed) if self.allowed is not None else None,
+            minimum=self.minimum,
+            maximum=self.maximum,
+        )
 
 
 class Alias(Base):

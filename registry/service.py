@@ -11,6 +11,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from model_store.features import FeatureSpec
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.models import Alias, Feature, ModelVersion, RegisteredModel, utcnow
 from registry.names import (
@@ -209,9 +210,10 @@ def get_version(session: Session, name: str, selector: object) -> ModelVersion:
     return version
 
 
-def get_features(session: Session, version_id: int) -> list[Feature]:
+def get_features(session: Session, version_id: int) -> list[FeatureSpec]:
     """The feature schema of a version, in order."""
-    return list(session.scalars(select(Feature).where(Feature.version_id == version_id).order_by(Feature.position)))
+    rows = session.scalars(select(Feature).where(Feature.version_id == version_id).order_by(Feature.position))
+    return [row.to_spec() for row in rows]
 
 
 def _get_or_insert(session: Session, existing: Select[Any], new: Callable[[], T]) -> T:
@@ -256,7 +258,7 @@ def register_version(
     session: Session,
     name: str,
     artifact: ArtifactFacts,
-    features: Sequence[Mapping[str, Any]],
+    features: Sequence[FeatureSpec],
     *,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
@@ -273,7 +275,7 @@ def register_version(
     for alias in alias_names:
         _check_alias_name(alias)
     for f in features:  # inferred names come from the artifact: nothing has checked them yet
-        _check_feature_name(f["name"])
+        _check_feature_name(f.name)
     # The first version's description also describes a new model (PATCH changes it later).
     model = _get_or_create_model(session, name, description)
     number = _allocate_version_number(session, model)
@@ -289,7 +291,7 @@ def register_version(
         classes=artifact.classes,
         library_versions=dict(artifact.library_versions),
         tags=dict(tags or {}),
-        features=[Feature(position=i, **dict(f)) for i, f in enumerate(features)],
+        features=[Feature.from_spec(i, f) for i, f in enumerate(features)],
     )
     session.add(version)
     session.flush()

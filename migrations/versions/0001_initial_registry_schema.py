@@ -12,8 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import registry.models
-
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -28,8 +26,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("next_version", sa.Integer(), nullable=False),
-        sa.Column("created_at", registry.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", registry.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("next_version >= 1", name=op.f("ck_registered_models_next_version_positive")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_registered_models")),
         sa.UniqueConstraint("name", name=op.f("uq_registered_models_name")),
@@ -48,7 +46,7 @@ def upgrade() -> None:
         sa.Column("classes", sa.JSON(), nullable=True),
         sa.Column("library_versions", sa.JSON(), nullable=False),
         sa.Column("tags", sa.JSON(), nullable=False),
-        sa.Column("created_at", registry.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("size_bytes >= 0", name=op.f("ck_model_versions_size_not_negative")),
         sa.CheckConstraint("version >= 1", name=op.f("ck_model_versions_version_positive")),
         sa.ForeignKeyConstraint(
@@ -69,7 +67,7 @@ def upgrade() -> None:
         sa.Column("model_id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=32), nullable=False),
         sa.Column("version_id", sa.Integer(), nullable=False),
-        sa.Column("updated_at", registry.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["model_id"],
             ["registered_models.id"],

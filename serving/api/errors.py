@@ -31,9 +31,22 @@ from registry.errors import (
     RegistryError,
 )
 from serving.api.schemas import ErrorSchema
-from serving.inference.errors import RequestError
+from serving.inference.errors import InvalidRows, TooManyRows
 
 log = logging.getLogger(__name__)
+
+
+class RequestError(Exception):
+    """An error of the HTTP layer itself, with the status it answers (auth, body parsing, media
+    type, body size); the layers below raise domain errors instead."""
+
+    def __init__(self, code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
 
 # Headers a client needs to act on the error; everything else of werkzeug's is dropped.
 _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
@@ -119,6 +132,15 @@ def _request_error(error: RequestError) -> Response:
     return error_response(error.code, error.message, error.errors, error.headers)
 
 
+def _invalid_rows(error: InvalidRows) -> Response:
+    # Every route that predicts takes the rows as the JSON body's `data`.
+    return error_response(422, error.message, {"json": {"data": error.errors}})
+
+
+def _too_many_rows(error: TooManyRows) -> Response:
+    return error_response(413, error.message)
+
+
 def _database_error(error: DBAPIError | PoolTimeout) -> Response:
     if is_unreachable(error):
         log.warning("database unavailable: %s", getattr(error, "orig", None) or type(error).__name__)
@@ -139,6 +161,8 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(RegistryError, _registry_error)
     app.register_error_handler(ModelStoreError, _store_error)
     app.register_error_handler(RequestError, _request_error)
+    app.register_error_handler(InvalidRows, _invalid_rows)
+    app.register_error_handler(TooManyRows, _too_many_rows)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(PoolTimeout, _database_error)
     app.register_error_handler(Exception, _unexpected)

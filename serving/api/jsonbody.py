@@ -3,61 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 import flask
+import marshmallow as ma
 from flask.json.provider import DefaultJSONProvider
 from gunicorn.http.errors import ParseException
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
 
 from serving.api.errors import RequestError
-
-MAX_DEPTH = 64
-
-
-class InvalidJSON(ValueError):
-    """Text that is not strict JSON (message safe to show)."""
-
-
-def _reject_constant(token: str) -> NoReturn:
-    raise InvalidJSON(f"not valid JSON: {token} is not a JSON value")
-
-
-def _check_depth(value: Any) -> None:
-    # Iterative, so a deep document cannot exhaust the stack here either.
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidJSON(f"nested deeper than {MAX_DEPTH} levels")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
-
-
-def loads_strict(raw: str | bytes) -> Any:
-    """Parse JSON refusing NaN/Infinity and nesting deeper than MAX_DEPTH; raises InvalidJSON."""
-    try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except InvalidJSON:
-        raise
-    except RecursionError:
-        raise InvalidJSON(f"nested deeper than {MAX_DEPTH} levels") from None
-    except UnicodeDecodeError:
-        raise InvalidJSON("not valid JSON: it is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidJSON(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except ValueError:  # Python's bound on int(): reading a longer number would be quadratic
-        raise InvalidJSON("not accepted: a number has more than 4300 digits") from None
-    # No deeper than the number of brackets: most bodies (columns of any length) skip the walk.
-    brackets = raw.count("[") + raw.count("{") if isinstance(raw, str) else raw.count(b"[") + raw.count(b"{")
-    if brackets > MAX_DEPTH:
-        _check_depth(value)
-    return value
+from serving.api.schemas import FieldProblem
+from serving.api.strictjson import InvalidJSON, loads_strict
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -115,6 +73,32 @@ class StrictJSONParser(FlaskParser):
     def load_multipart(self, req: flask.Request, schema: Any) -> Any:
         with broken_framing_is_400():
             return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
+
+    def handle_error(
+        self,
+        error: ma.ValidationError,
+        req: flask.Request,
+        schema: ma.Schema,
+        *,
+        error_status_code: int | None,
+        error_headers: Mapping[str, str] | None,
+    ) -> NoReturn:
+        """webargs' 422, except for a form field's own problem (FieldProblem): alone, it is
+        answered with its own message and its detail under `form`; with other errors, those
+        are answered first (the field is reported once the rest of the body is right)."""
+        by_location = error.messages if isinstance(error.messages, dict) else {}
+        for location, messages in by_location.items():
+            if not isinstance(messages, dict):
+                continue
+            problems = {name: m for name, m in messages.items() if isinstance(m, FieldProblem)}
+            if not problems:
+                continue
+            others = {name: m for name, m in messages.items() if name not in problems}
+            if not others:
+                name, problem = next(iter(problems.items()))
+                raise RequestError(422, problem.message, {"form": {name: problem.detail}})
+            error.messages[location] = others
+        super().handle_error(error, req, schema, error_status_code=error_status_code, error_headers=error_headers)
 
     def load_json(self, req: flask.Request, schema: Any) -> Any:
         if req.mimetype and not is_json_mimetype(req.mimetype):

@@ -9,9 +9,10 @@ import marshmallow as ma
 from marshmallow import fields, validate
 from werkzeug.datastructures import FileStorage
 
-from model_store.schema import FEATURE_TYPES
+from model_store.features import FeatureSpec, FeatureType
 from registry.names import text_problem
 from registry.service import MAX_FEATURE_NAME_LENGTH
+from serving.api.strictjson import InvalidJSON, loads_strict
 
 
 class StrictSchema(ma.Schema):
@@ -39,9 +40,18 @@ class Text(fields.String):
         return text
 
 
+def _is_finite(number: float) -> bool:
+    """Whether a number is finite as a float: JSON parses 1e999 as inf, and an integer of 400
+    digits is no float at all (math.isfinite raises for it)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 class FeatureSchema(StrictSchema):
     name = Text(required=True, validate=validate.Length(min=1, max=MAX_FEATURE_NAME_LENGTH))
-    type = fields.String(load_default="number", validate=validate.OneOf(FEATURE_TYPES))
+    type = fields.String(load_default=FeatureType.NUMBER.value, validate=validate.OneOf([t.value for t in FeatureType]))
     required = fields.Boolean(load_default=True)
     allowed = fields.List(fields.Raw(), load_default=None, allow_none=True)
     minimum = FiniteFloat(load_default=None, allow_none=True)
@@ -49,9 +59,8 @@ class FeatureSchema(StrictSchema):
 
     @ma.validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
-        kind = data.get("type", "number")
-        numeric = kind in ("number", "integer")
-        if not numeric and (data.get("minimum") is not None or data.get("maximum") is not None):
+        kind = FeatureType(data.get("type", FeatureType.NUMBER.value))
+        if not kind.is_numeric and (data.get("minimum") is not None or data.get("maximum") is not None):
             raise ma.ValidationError("Bounds apply to number and integer features only.", "minimum")
         low, high = data.get("minimum"), data.get("maximum")
         if low is not None and high is not None and low > high:
@@ -60,15 +69,13 @@ class FeatureSchema(StrictSchema):
         if allowed is not None:
             if not allowed:
                 raise ma.ValidationError("allowed must list at least one value.", "allowed")
-            check = {
-                "number": lambda v: type(v) in (int, float) and math.isfinite(v),
-                "integer": lambda v: type(v) is int,
-                "string": lambda v: type(v) is str,
-                "boolean": lambda v: type(v) is bool,
-            }[kind]
-            bad = [v for v in allowed if not check(v)]
+            bad = [v for v in allowed if not kind.accepts(v) or (kind is FeatureType.NUMBER and not _is_finite(v))]
             if bad:
-                raise ma.ValidationError(f"Values not of type {kind}: {bad[:5]!r}.", "allowed")
+                raise ma.ValidationError(f"Values not of type {kind.value}: {bad[:5]!r}.", "allowed")
+
+    @ma.post_load
+    def _spec(self, data: dict[str, Any], **_: Any) -> FeatureSpec:
+        return FeatureSpec.from_json(data)
 
 
 class UploadMetadataSchema(StrictSchema):
@@ -91,6 +98,51 @@ class ArtifactFile(fields.Raw):
         return value
 
 
+class FieldProblem:
+    """What is wrong with one field that the contract answers with a message of its own (see
+    serving.api.jsonbody.StrictJSONParser.handle_error): `detail` goes in the errors.
+
+    Marshmallow keeps a ValidationError's messages as given when they are no list or dict, so
+    this arrives at the parser whole, under the field's name.
+    """
+
+    def __init__(self, message: str, detail: list[str] | dict[str, Any]) -> None:
+        self.message = message
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"FieldProblem({self.message!r}, {self.detail!r})"
+
+
+class JSONObject(fields.Field[dict[str, Any]]):
+    """A form field whose text is a JSON object (strict: no NaN, bounded depth), loaded with
+    `nested`; blank text is an empty object. Documented as the string it is."""
+
+    default_error_messages = {"invalid": "Not a valid string."}  # noqa: RUF012 - as marshmallow declares it
+
+    def __init__(self, nested: type[ma.Schema], *, what: str, metadata: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(metadata={"type": "string", **metadata}, **kwargs)
+        self.nested = nested
+        self.what = what
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if not isinstance(value, str):  # a file part, say
+            raise self.make_error("invalid")
+        if not value.strip():
+            return {}
+        try:
+            parsed = loads_strict(value)
+        except InvalidJSON as exc:
+            raise ma.ValidationError(FieldProblem(f"'{attr}' is {exc}.", ["Not valid JSON."])) from None  # type: ignore[arg-type]
+        if not isinstance(parsed, dict):
+            raise ma.ValidationError(FieldProblem(f"'{attr}' must be a JSON object.", ["Not an object."]))  # type: ignore[arg-type]
+        try:
+            loaded: dict[str, Any] = self.nested().load(parsed)
+        except ma.ValidationError as exc:
+            raise ma.ValidationError(FieldProblem(f"The {self.what} is invalid: see errors.", exc.messages)) from None  # type: ignore[arg-type]
+        return loaded
+
+
 class UploadSchema(StrictSchema):
     """The multipart body of an upload."""
 
@@ -98,7 +150,11 @@ class UploadSchema(StrictSchema):
         required=True,
         metadata={"type": "string", "format": "binary", "description": "joblib, pickle or skops file"},
     )
-    metadata = fields.String(metadata={"description": "JSON object: description, features, tags, aliases, example"})
+    metadata = JSONObject(
+        UploadMetadataSchema,
+        what="upload metadata",
+        metadata={"description": "JSON object: description, features, tags, aliases, example"},
+    )
 
 
 def bound(value: float | None, kind: str) -> float | int | None:

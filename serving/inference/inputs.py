@@ -3,47 +3,61 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from serving.inference.errors import RequestError
+from model_store.features import FeatureSpec, FeatureType
+from serving.inference.errors import InvalidRows, TooManyRows
 
 _MISSING = object()
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 NUMBER_LIMIT = 1.7e308  # a number's magnitude must stay below it (float64 tops out near 1.8e308)
 
 
-def _check_value(feature: Mapping[str, Any], value: Any) -> str | None:
+_A_VALUE_OF = {
+    FeatureType.NUMBER: "a number",
+    FeatureType.INTEGER: "an integer",
+    FeatureType.STRING: "a string",
+    FeatureType.BOOLEAN: "a boolean",
+}
+
+
+class _Compiled:
+    """One feature as every prediction checks it: its allowed values as a set, its value types."""
+
+    __slots__ = ("allowed", "allowed_list", "maximum", "minimum", "name", "required", "type", "types")
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.name = spec.name
+        self.type = spec.type
+        self.types = spec.type.python_types
+        self.required = spec.required
+        self.allowed = frozenset(spec.allowed) if spec.allowed is not None else None
+        self.allowed_list = list(spec.allowed or ())
+        self.minimum = spec.minimum
+        self.maximum = spec.maximum
+
+
+def _check_value(feature: _Compiled, value: Any) -> str | None:
     """The problem with one value, or None if it is fine (None values are handled by the caller)."""
-    kind = feature["type"]
-    vtype = type(value)
-    if kind == "number":
-        if vtype is not int and vtype is not float:
-            return f"Must be a number, not {_json_type(value)}."
-        if not -NUMBER_LIMIT < value < NUMBER_LIMIT:  # huge ints, and 1e999 (JSON parses it as inf)
-            return "Number out of range."
-    elif kind == "integer":
-        if vtype is not int:
-            return f"Must be an integer, not {_json_type(value)}."
-        if not INT64_MIN <= value <= INT64_MAX:
-            return "Integer out of range."
-    elif kind == "string":
-        if vtype is not str:
-            return f"Must be a string, not {_json_type(value)}."
-    elif kind == "boolean":  # noqa: SIM102 - one branch per kind
-        if vtype is not bool:
-            return f"Must be a boolean, not {_json_type(value)}."
-    allowed = feature["allowed"]
+    kind = feature.type
+    if type(value) not in feature.types:
+        return f"Must be {_A_VALUE_OF[kind]}, not {_json_type(value)}."
+    if kind is FeatureType.NUMBER and not -NUMBER_LIMIT < value < NUMBER_LIMIT:
+        return "Number out of range."  # huge ints, and 1e999 (JSON parses it as inf)
+    if kind is FeatureType.INTEGER and not INT64_MIN <= value <= INT64_MAX:
+        return "Integer out of range."
+    allowed = feature.allowed
     if allowed is not None and value not in allowed:
-        listed = feature["allowed_list"]
+        listed = feature.allowed_list
         shown = ", ".join(map(repr, listed[:20])) + (", ..." if len(listed) > 20 else "")
         return f"Must be one of: {shown}."
-    if feature["minimum"] is not None and value < feature["minimum"]:
-        return f"Must be at least {feature['minimum']:g}."
-    if feature["maximum"] is not None and value > feature["maximum"]:
-        return f"Must be at most {feature['maximum']:g}."
+    if feature.minimum is not None and value < feature.minimum:
+        return f"Must be at least {feature.minimum:g}."
+    if feature.maximum is not None and value > feature.maximum:
+        return f"Must be at most {feature.maximum:g}."
     return None
 
 
@@ -63,42 +77,39 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-_FAST_TYPES: dict[str, set[type]] = {"number": {int, float}, "integer": {int}, "string": {str}, "boolean": {bool}}
-
-
-def _fast_array(feature: Mapping[str, Any], column: list[Any]) -> np.ndarray | None:
+def _fast_array(feature: _Compiled, column: list[Any]) -> np.ndarray | None:
     """The typed array of a column whose every value is fine, checked by numpy and set operations;
     None when any value may not be (a null, a wrong type, a value not allowed, a bound crossed): the
     caller then checks value by value (_check_value), so that errors name each offending row."""
-    kind = feature["type"]
-    if not set(map(type, column)) <= _FAST_TYPES[kind]:
+    kind = feature.type
+    if not set(map(type, column)) <= feature.types:
         return None
-    if feature["allowed"] is not None and not feature["allowed"].issuperset(column):
+    if feature.allowed is not None and not feature.allowed.issuperset(column):
         return None
-    if kind == "string":
+    if kind is FeatureType.STRING:
         return np.array(column, dtype=object)
-    if kind == "boolean":
+    if kind is FeatureType.BOOLEAN:
         return np.array(column, dtype=bool)
     try:
-        array = np.array(column, dtype=np.float64 if kind == "number" else np.int64)
+        array = np.array(column, dtype=np.float64 if kind is FeatureType.NUMBER else np.int64)
     except OverflowError:  # an integer beyond int64 / float64
         return None
-    if kind == "number" and not (np.abs(array) < NUMBER_LIMIT).all():
+    if kind is FeatureType.NUMBER and not (np.abs(array) < NUMBER_LIMIT).all():
         return None
-    if feature["minimum"] is not None and (array < feature["minimum"]).any():
+    if feature.minimum is not None and (array < feature.minimum).any():
         return None
-    if feature["maximum"] is not None and (array > feature["maximum"]).any():
+    if feature.maximum is not None and (array > feature.maximum).any():
         return None
     return array
 
 
-def _to_array(kind: str, column: list[Any]) -> np.ndarray:
+def _to_array(kind: FeatureType, column: list[Any]) -> np.ndarray:
     has_missing = any(v is None for v in column)
-    if kind == "number" or (kind == "integer" and has_missing):
+    if kind is FeatureType.NUMBER or (kind is FeatureType.INTEGER and has_missing):
         return np.array([math.nan if v is None else v for v in column], dtype=np.float64)
-    if kind == "integer":
+    if kind is FeatureType.INTEGER:
         return np.array(column, dtype=np.int64)
-    if kind == "boolean" and not has_missing:
+    if kind is FeatureType.BOOLEAN and not has_missing:
         return np.array(column, dtype=bool)
     return np.array([math.nan if v is None else v for v in column], dtype=object)
 
@@ -110,20 +121,13 @@ class InputSchema:
         self,
         model: str,
         version: int | None,
-        features: Sequence[Mapping[str, Any]],
+        features: Sequence[FeatureSpec],
         column_names: Sequence[str] | None,
         max_rows: int,
     ) -> None:
         self.label = f"'{model}' version {version}" if version is not None else f"the uploaded model '{model}'"
-        self.features = [
-            dict(
-                f,
-                allowed=frozenset(f["allowed"]) if f["allowed"] is not None else None,
-                allowed_list=list(f["allowed"] or []),
-            )
-            for f in features
-        ]
-        self.by_name = {f["name"]: f for f in self.features}
+        self.features = [_Compiled(f) for f in features]
+        self.by_name = {f.name: f for f in self.features}
         # Models fitted on a DataFrame get one in their own column order; others get numpy.
         self.column_names = list(column_names) if column_names is not None else None
         self.max_rows = max_rows
@@ -136,21 +140,19 @@ class InputSchema:
             if data and all(arrays):
                 lengths = {k: len(v) for k, v in data.items()}
                 if len(set(lengths.values())) > 1:
-                    raise RequestError(
-                        422,
+                    raise InvalidRows(
                         "Columnar data needs arrays of one length; got "
                         + ", ".join(f"{k}: {n}" for k, n in lengths.items())
                         + ".",
-                        {"json": {"data": {k: [f"Array of length {n}."] for k, n in lengths.items()}}},
+                        {k: [f"Array of length {n}."] for k, n in lengths.items()},
                     )
                 n = next(iter(lengths.values()))
                 self._check_rows(n)
                 return data, n, {}
             if any(arrays):
-                raise RequestError(
-                    422,
+                raise InvalidRows(
                     "The data object mixes arrays and scalars: use all arrays (columns) or all scalars (one record).",
-                    {"json": {"data": {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)}}},
+                    {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)},
                 )
             return {k: [v] for k, v in data.items()}, 1, {}
         if isinstance(data, list):
@@ -166,24 +168,23 @@ class InputSchema:
             for name in self.by_name:
                 columns.setdefault(name, [_MISSING] * len(data))
             return columns, len(data), errors
-        raise RequestError(
-            422,
+        raise InvalidRows(
             "'data' must be an object (columns or one record) or an array of records.",
-            {"json": {"data": [f"Must be an object or an array, not {_json_type(data)}."]}},
+            [f"Must be an object or an array, not {_json_type(data)}."],
         )
 
     def _check_rows(self, n: int) -> None:
         if n == 0:
-            raise RequestError(422, "The data has no rows.", {"json": {"data": ["No rows."]}})
+            raise InvalidRows("The data has no rows.", ["No rows."])
         if n > self.max_rows:
-            raise RequestError(413, f"The request has {n} rows, more than the limit of {self.max_rows}.")
+            raise TooManyRows(n, self.max_rows)
 
     # -- the check ----------------------------------------------------------------------
     def check(self, data: Any) -> tuple[dict[str, np.ndarray], int]:
         """The checked columns (one typed array per feature, in the schema's order) and the row
         count; a runner assembles the model's input from them (serving.runners.runner.assemble).
 
-        Raises RequestError 422 naming every offending feature (and row), 413 past the row limit.
+        Raises InvalidRows naming every offending feature (and row), TooManyRows past the limit.
         """
         columns, n, row_errors = self._columns(data)
         feature_errors: dict[str, list[str]] = {}
@@ -204,10 +205,10 @@ class InputSchema:
         typed: dict[str, np.ndarray] = {}
         checked: dict[str, list[Any]] = {}  # columns checked value by value, typed once all pass
         for feature in self.features:
-            name = feature["name"]
+            name = feature.name
             column = columns.get(name)
             if column is None:  # an absent column in columnar / one-record data
-                if feature["required"]:
+                if feature.required:
                     feature_errors[name] = ["Missing feature."]
                     continue
                 column = [None] * n
@@ -218,7 +219,7 @@ class InputSchema:
             values: list[Any] = []
             for row, value in enumerate(column):
                 if value is _MISSING or value is None:
-                    if feature["required"]:
+                    if feature.required:
                         problem(row, name, "Missing feature." if value is _MISSING else "Must not be null.")
                     values.append(None)
                     continue
@@ -231,11 +232,9 @@ class InputSchema:
         errors: dict[str, Any] = {**feature_errors, **row_errors}
         if errors:
             count = sum(len(v) if isinstance(v, dict) else 1 for v in errors.values())
-            raise RequestError(
-                422,
-                f"The input does not match the feature schema of {self.label}: {count} problem(s).",
-                {"json": {"data": errors}},
+            raise InvalidRows(
+                f"The input does not match the feature schema of {self.label}: {count} problem(s).", errors
             )
         for name, values in checked.items():
-            typed[name] = _to_array(self.by_name[name]["type"], values)
-        return {f["name"]: typed[f["name"]] for f in self.features}, n
+            typed[name] = _to_array(self.by_name[name].type, values)
+        return {f.name: typed[f.name] for f in self.features}, n

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from cachetools import LRUCache
 from sqlalchemy import event
 
 from model_store.errors import ArtifactUnavailable, InvalidArtifact, PredictionFailed
-from model_store.schema import feature
+from model_store.features import FeatureSpec
 from model_store.store import ArtifactStore
 from registry import service
 from registry.db import Database, is_disconnect
@@ -130,17 +131,14 @@ class Runtime:
             if schema is not None:
                 return schema
         with self.db.read() as session:
-            features = [
-                feature(f.name, f.type, required=f.required, allowed=f.allowed, minimum=f.minimum, maximum=f.maximum)
-                for f in service.get_features(session, ref.id)
-            ]
+            features = service.get_features(session, ref.id)
         schema = self.compile_inputs(ref.model, ref.version, features, facts)
         with self._inputs_lock:
             self._inputs[key] = schema
         return schema
 
     def compile_inputs(
-        self, model: str, version: int | None, features: list[dict[str, Any]], facts: dict[str, Any]
+        self, model: str, version: int | None, features: Sequence[FeatureSpec], facts: dict[str, Any]
     ) -> InputSchema:
         return InputSchema(model, version, features, facts.get("feature_names"), self.settings.max_batch_rows)
 

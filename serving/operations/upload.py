@@ -8,19 +8,19 @@ recorded, goes on serving it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
 from model_store.errors import InvalidArtifact, PredictionFailed
+from model_store.features import FeatureSpec, FeatureType
 from model_store.loader import check_artifact
-from model_store.schema import FEATURE_TYPES
 from model_store.store import StoredArtifact, StoreFile
 from registry import service
 from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
-from serving.inference.errors import RequestError
+from serving.inference.errors import InputError
 from serving.inference.runtime import Runtime, run_model, version_key
 from serving.runners.pool import Runner
 
@@ -95,9 +95,10 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
 
 
 _FEATURE_KEYS = {"name", "type", "required", "allowed", "minimum", "maximum"}
+_TYPE_NAMES = frozenset(t.value for t in FeatureType)
 
 
-def _checked_features(features: Any) -> list[dict[str, Any]]:
+def _checked_features(features: Any) -> list[FeatureSpec]:
     """The feature schema a runner inferred or checked: its answer is data from the uploader's
     process, so its shape is checked here before anything records it."""
     if not isinstance(features, list) or not features or len(features) > 100_000:
@@ -107,7 +108,8 @@ def _checked_features(features: Any) -> list[dict[str, Any]]:
             isinstance(f, dict)
             and set(f) == _FEATURE_KEYS
             and isinstance(f["name"], str)
-            and f["type"] in FEATURE_TYPES
+            and isinstance(f["type"], str)
+            and f["type"] in _TYPE_NAMES
             and isinstance(f["required"], bool)
             and (f["allowed"] is None or isinstance(f["allowed"], list))
             and all(
@@ -116,15 +118,15 @@ def _checked_features(features: Any) -> list[dict[str, Any]]:
             )
         ):
             raise InvalidArtifact("The model's feature schema could not be determined (a malformed feature).")
-    return features
+    return [FeatureSpec.from_json(f) for f in features]
 
 
-def _try_example(rt: Runtime, runner: Runner, name: str, features: list[dict[str, Any]], example: Any) -> None:
+def _try_example(rt: Runtime, runner: Runner, name: str, features: Sequence[FeatureSpec], example: Any) -> None:
     inputs = rt.compile_inputs(name, None, features, runner.facts)
     try:
         columns, rows = inputs.check(example)
         run_model(runner, name, 0, inputs, columns, rows, with_probabilities=False)
-    except RequestError as exc:
+    except InputError as exc:  # invalid rows, or more than a request may have
         raise InvalidArtifact(f"The example does not fit the feature schema: {exc.message}") from None
     except PredictionFailed as exc:
         raise InvalidArtifact(f"The example failed: {exc.message}") from None

@@ -34,6 +34,7 @@ from model_store.errors import (
     RunnerTimedOut,
     UnsafeArtifact,
 )
+from model_store.features import FeatureSpec
 from serving.runners import protocol
 
 log = logging.getLogger(__name__)
@@ -150,17 +151,24 @@ class Runner:
         self.kill()
         return RunnerFailed(f"{self.label} cannot be served: its runner answered outside the protocol.")
 
-    def load(self, file: BinaryIO, fmt: str | None, schema: str | None = None, features: Any = None) -> dict[str, Any]:
+    def load(
+        self,
+        file: BinaryIO,
+        fmt: str | None,
+        schema: str | None = None,
+        features: Sequence[FeatureSpec] | None = None,
+    ) -> dict[str, Any]:
         """Load the artifact in `file` (opened and verified by the caller) in this runner.
 
         `schema`: None, "infer" or "declared" (then `features` is checked against the model).
-        Returns the runner's answer: "facts" about the model and, when asked, "features".
+        Returns the runner's answer: "facts" about the model and, when asked, "features" (the
+        contract's JSON, unchecked: the caller checks it).
         """
         header = {
             "op": "load",
             "format": fmt,
             "schema": schema,
-            "features": features,
+            "features": [f.to_json() for f in features] if features is not None else None,
             "trusted_modules": list(self.limits.trusted_modules),
             "max_model_bytes": self.limits.max_model_bytes,
         }

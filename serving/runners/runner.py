@@ -100,8 +100,8 @@ class _State:
 
     # -- load and describe ---------------------------------------------------------------------
     def load(self, header: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        from model_store.features import FeatureSpec, check_declared_schema, infer_feature_schema
         from model_store.loader import load_artifact
-        from model_store.schema import check_declared_schema, infer_feature_schema
 
         if self.estimator is not None or len(fds) != 1:
             raise ValueError("a runner loads exactly one artifact, handed over as one descriptor")
@@ -117,7 +117,8 @@ class _State:
             schema = header.get("schema")
             features = None
             if schema == "declared":
-                features = check_declared_schema(header["features"], estimator)
+                declared = [FeatureSpec.from_json(f) for f in header["features"]]
+                features = check_declared_schema(declared, estimator)
             elif schema == "infer":
                 features = infer_feature_schema(estimator)
         except InvalidArtifact:
@@ -139,7 +140,8 @@ class _State:
                 "feature_names": feature_names,
                 "n_features": n_features if type(n_features) is int else None,
             },
-            "features": features,
+            # The protocol carries data only: the specs cross as the contract's JSON.
+            "features": [f.to_json() for f in features] if features is not None else None,
         }
 
     # -- predict -------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ PRELOADED = (
     "sklearn.covariance",
     "skops.io",
     "model_store.loader",
-    "model_store.schema",
+    "model_store.features",
     "model_store.safety",
     "serving.runners.runner",
     "serving.runners.confine",

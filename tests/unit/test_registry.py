@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import inspect
 
 from migrations.runner import check_database, upgrade_database
+from model_store.features import FeatureSpec, FeatureType
 from registry import service
 from registry.db import Database
 from registry.errors import Conflict, InvalidInput, NotFound
@@ -20,8 +21,8 @@ from registry.service import ArtifactFacts
 pytestmark = pytest.mark.postgresql
 
 FEATURES = [
-    {"name": "age", "type": "number", "required": True, "allowed": None, "minimum": 0, "maximum": 120},
-    {"name": "gender", "type": "string", "required": False, "allowed": ["f", "m"], "minimum": None, "maximum": None},
+    FeatureSpec("age", FeatureType.NUMBER, minimum=0, maximum=120),
+    FeatureSpec("gender", FeatureType.STRING, required=False, allowed=("f", "m")),
 ]
 
 

@@ -28,7 +28,7 @@ from model_store.errors import (
     InvalidArtifact,
     StoreWriteFailed,
 )
-from model_store.schema import check_declared_schema, infer_feature_schema
+from model_store.features import FeatureSpec, FeatureType, check_declared_schema, infer_feature_schema
 from model_store.store import ArtifactStore
 
 
@@ -84,8 +84,9 @@ def test_opened_file_stays_on_the_bytes_that_were_checked(store: ArtifactStore, 
 # -- schema inference -----------------------------------------------------------------------
 def test_infers_column_transformer_encoders(credit_pipeline: Any) -> None:
     schema = infer_feature_schema(credit_pipeline)
-    assert [f["name"] for f in schema] == ["age", "income", "gender", "region"]
-    assert schema[0] == {
+    assert [f.name for f in schema] == ["age", "income", "gender", "region"]
+    assert schema[0] == FeatureSpec("age", FeatureType.NUMBER)
+    assert schema[0].to_json() == {
         "name": "age",
         "type": "number",
         "required": True,
@@ -93,8 +94,8 @@ def test_infers_column_transformer_encoders(credit_pipeline: Any) -> None:
         "minimum": None,
         "maximum": None,
     }
-    assert schema[2]["type"] == "string" and schema[2]["allowed"] == ["female", "male"]
-    assert schema[3]["allowed"] == ["east", "north", "south"]
+    assert schema[2].type is FeatureType.STRING and schema[2].allowed == ("female", "male")
+    assert schema[3].allowed == ("east", "north", "south")
 
 
 def test_infers_imputed_and_ordinal_columns() -> None:
@@ -115,10 +116,10 @@ def test_infers_imputed_and_ordinal_columns() -> None:
         ),
         LogisticRegression(),
     ).fit(frame, [0, 1, 0, 1])
-    schema = {f["name"]: f for f in infer_feature_schema(model)}
-    assert schema["size"]["type"] == "number" and schema["size"]["required"] is False
-    assert schema["grade"]["allowed"] == ["a", "b", "c"] and schema["grade"]["required"] is False
-    assert schema["flag"]["type"] == "integer" and schema["flag"]["allowed"] == [1, 2]
+    schema = {f.name: f for f in infer_feature_schema(model)}
+    assert schema["size"].type is FeatureType.NUMBER and schema["size"].required is False
+    assert schema["grade"].allowed == ("a", "b", "c") and schema["grade"].required is False
+    assert schema["flag"].type is FeatureType.INTEGER and schema["flag"].allowed == (1, 2)
 
 
 def test_inference_needs_feature_names(numpy_model: Any) -> None:
@@ -127,14 +128,17 @@ def test_inference_needs_feature_names(numpy_model: Any) -> None:
 
 
 def test_declared_schema_checked_against_model(numpy_model: Any, regressor: Any) -> None:
-    ok = check_declared_schema([{"name": "a"}, {"name": "b"}, {"name": "c"}], numpy_model)
-    assert ok[0]["type"] == "number" and ok[0]["required"] is True
+    def declared(*names: str) -> list[FeatureSpec]:
+        return [FeatureSpec.from_json({"name": n}) for n in names]
+
+    ok = check_declared_schema(declared("a", "b", "c"), numpy_model)
+    assert ok[0].type is FeatureType.NUMBER and ok[0].required is True
     with pytest.raises(InvalidArtifact, match="expects 3"):
-        check_declared_schema([{"name": "a"}], numpy_model)
+        check_declared_schema(declared("a"), numpy_model)
     with pytest.raises(InvalidArtifact, match="repeat"):
-        check_declared_schema([{"name": "x1"}, {"name": "x1"}], regressor)
+        check_declared_schema(declared("x1", "x1"), regressor)
     with pytest.raises(InvalidArtifact, match="missing x2"):
-        check_declared_schema([{"name": "x1"}], regressor)
+        check_declared_schema(declared("x1"), regressor)
 
 
 def test_a_spooled_upload_is_linked_into_place_not_copied(store: ArtifactStore) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import marshmallow as ma
 from flask import request, url_for
 from flask.views import MethodView
 
@@ -13,13 +12,11 @@ from serving.api.auth import require_token
 from serving.api.blueprint import Blueprint
 from serving.api.context import runtime
 from serving.api.errors import RequestError
-from serving.api.jsonbody import InvalidJSON, loads_strict
 from serving.api.routes.models import model_detail
 from serving.api.schemas import (
     AliasRequestSchema,
     ModelDetailSchema,
     PatchModelSchema,
-    UploadMetadataSchema,
     UploadSchema,
     VersionSchema,
 )
@@ -43,23 +40,6 @@ def _admin_only() -> None:
         )
 
 
-def _parse_metadata(raw: str | None) -> dict[str, Any]:
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = loads_strict(raw)
-    except InvalidJSON as exc:
-        raise RequestError(422, f"'metadata' is {exc}.", {"form": {"metadata": ["Not valid JSON."]}}) from None
-    if not isinstance(value, dict):
-        raise RequestError(422, "'metadata' must be a JSON object.", {"form": {"metadata": ["Not an object."]}})
-    try:
-        return UploadMetadataSchema().load(value)  # type: ignore[no-any-return]
-    except ma.ValidationError as exc:
-        raise RequestError(
-            422, "The upload metadata is invalid: see errors.", {"form": {"metadata": exc.messages}}
-        ) from None
-
-
 # A bad name (one holding %2F, say) reaches the view and its 422 instead of matching no route.
 @blp.route("/models/<anytext:name>/versions", endpoint="Upload")
 class Upload(MethodView):
@@ -72,8 +52,7 @@ class Upload(MethodView):
     @blp.errors(400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
     def post(self, parts: dict[str, Any], name: str) -> tuple[Any, int, dict[str, str]]:
         """Upload a new version (joblib, pickle or skops file + optional JSON metadata)"""
-        metadata = _parse_metadata(parts.get("metadata"))
-        version = register_upload(runtime(), name, parts["file"].stream, metadata)
+        version = register_upload(runtime(), name, parts["file"].stream, parts.get("metadata", {}))
         location = url_for("models.Version", name=name, selector=str(version.version))
         return version, 201, {"Location": location}
 

@@ -1,36 +1,93 @@
-"""The feature schema of a fitted estimator: inferred from it, or checked against it."""
+"""Features: their types and specs, inferred from a fitted estimator or checked against it."""
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from model_store.errors import InvalidArtifact
 
-FEATURE_TYPES = ("number", "integer", "string", "boolean")
+
+class FeatureType(enum.StrEnum):
+    """The type of a feature's values, as JSON sends them; a str, so `str()`, f-strings and
+    marshmallow's String give the contract's word ("number", not "FeatureType.NUMBER")."""
+
+    NUMBER = "number"
+    INTEGER = "integer"
+    STRING = "string"
+    BOOLEAN = "boolean"
+
+    @property
+    def python_types(self) -> frozenset[type]:
+        """The exact Python types of the parsed JSON values this type accepts (no subclasses:
+        a bool is no number, and 1.0 no integer)."""
+        return _PYTHON_TYPES[self]
+
+    def accepts(self, value: Any) -> bool:
+        """Whether a parsed JSON value is of this type (null is not: the caller decides on it)."""
+        return type(value) in _PYTHON_TYPES[self]
+
+    @property
+    def is_numeric(self) -> bool:
+        """Whether features of this type can have bounds."""
+        return self in (FeatureType.NUMBER, FeatureType.INTEGER)
 
 
-def feature(
-    name: str,
-    type: str = "number",
-    *,
-    required: bool = True,
-    allowed: list[Any] | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-) -> dict[str, Any]:
-    """One feature in the contract's shape."""
-    return {
-        "name": name,
-        "type": type,
-        "required": required,
-        "allowed": allowed,
-        "minimum": minimum,
-        "maximum": maximum,
-    }
+_PYTHON_TYPES: dict[FeatureType, frozenset[type]] = {
+    FeatureType.NUMBER: frozenset({int, float}),
+    FeatureType.INTEGER: frozenset({int}),
+    FeatureType.STRING: frozenset({str}),
+    FeatureType.BOOLEAN: frozenset({bool}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """One input column of a model: its name, type, and what values it takes."""
+
+    name: str
+    type: FeatureType
+    required: bool = True
+    allowed: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def __post_init__(self) -> None:
+        # The checks compare types by identity and may hash `allowed`: "number" becomes
+        # FeatureType.NUMBER, a list of allowed values a tuple.
+        if not isinstance(self.type, FeatureType):
+            object.__setattr__(self, "type", FeatureType(self.type))
+        if self.allowed is not None and not isinstance(self.allowed, tuple):
+            object.__setattr__(self, "allowed", tuple(self.allowed))
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's shape: {name, type, required, allowed, minimum, maximum}."""
+        return {
+            "name": self.name,
+            "type": self.type.value,
+            "required": self.required,
+            "allowed": list(self.allowed) if self.allowed is not None else None,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        """A spec from the contract's shape (`type` defaults to number, `required` to true);
+        raises ValueError for an unknown type, KeyError without a name."""
+        return cls(
+            name=data["name"],
+            type=FeatureType(data.get("type", FeatureType.NUMBER.value)),
+            required=data.get("required", True),
+            allowed=data.get("allowed"),
+            minimum=data.get("minimum"),
+            maximum=data.get("maximum"),
+        )
 
 
 def _is_missing(value: Any) -> bool:
@@ -42,21 +99,18 @@ def python_value(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _categorical_feature(name: str, categories: Sequence[Any], imputed: bool) -> dict[str, Any]:
+# The narrowest type first: categories [1, 2] are integers, [1, 2.5] numbers.
+_CATEGORY_TYPES = (FeatureType.STRING, FeatureType.BOOLEAN, FeatureType.INTEGER, FeatureType.NUMBER)
+
+
+def _categorical_feature(name: str, categories: Sequence[Any], imputed: bool) -> FeatureSpec:
     values = [python_value(v) for v in categories]
     present = [v for v in values if not _is_missing(v)]
     required = not imputed and len(present) == len(values)
-    if all(isinstance(v, str) for v in present):
-        kind = "string"
-    elif all(isinstance(v, bool) for v in present):
-        kind = "boolean"
-    elif all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        kind = "integer"
-    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        kind = "number"
-    else:
-        kind, present = "string", [str(v) for v in present]
-    return feature(name, kind, required=required, allowed=present)
+    kind = next((t for t in _CATEGORY_TYPES if all(t.accepts(v) for v in present)), None)
+    if kind is None:  # mixed, or not JSON scalars: the categories as the strings they print as
+        kind, present = FeatureType.STRING, [str(v) for v in present]
+    return FeatureSpec(name, kind, required=required, allowed=tuple(present))
 
 
 def _class_names(obj: Any) -> set[str]:
@@ -122,7 +176,7 @@ def _column_facts(estimator: Any) -> dict[str, dict[str, Any]]:
     return facts
 
 
-def infer_feature_schema(estimator: Any) -> list[dict[str, Any]]:
+def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
     """The features of a fitted estimator, from `feature_names_in_` and its encoders.
 
     A column encoded by a OneHotEncoder/OrdinalEncoder (inside a ColumnTransformer) is a
@@ -137,21 +191,21 @@ def infer_feature_schema(estimator: Any) -> list[dict[str, Any]]:
             "upload metadata."
         )
     facts = _column_facts(estimator)
-    schema = []
+    schema: list[FeatureSpec] = []
     for raw in names:
         name = str(raw)
         fact = facts.get(name, {})
         if "categories" in fact:
             schema.append(_categorical_feature(name, fact["categories"], fact["imputed"]))
         else:
-            schema.append(feature(name, "number", required=not fact.get("imputed", False)))
+            schema.append(FeatureSpec(name, FeatureType.NUMBER, required=not fact.get("imputed", False)))
     return schema
 
 
-def check_declared_schema(features: Sequence[Mapping[str, Any]], estimator: Any) -> list[dict[str, Any]]:
-    """The declared schema in full, after checking it fits the estimator; raises InvalidArtifact."""
-    declared = [feature(**dict(f)) for f in features]
-    names = [f["name"] for f in declared]
+def check_declared_schema(features: Sequence[FeatureSpec], estimator: Any) -> list[FeatureSpec]:
+    """The declared schema, after checking it fits the estimator; raises InvalidArtifact."""
+    declared = list(features)
+    names = [f.name for f in declared]
     if not declared:
         raise InvalidArtifact("The declared feature schema is empty.")
     duplicates = sorted({n for n in names if names.count(n) > 1})
