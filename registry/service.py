@@ -189,7 +189,7 @@ def resolve_version_ref(session: Session, name: str, selector: object) -> Versio
         )
         row = session.execute(_selector_filter(stmt, parsed)).first()
         if row is not None:
-            return VersionRef(*row)  # type: ignore[call-arg]
+            return VersionRef(*row)
     raise _version_not_found(session, name, selector)
 
 

@@ -9,7 +9,7 @@ import pytest
 from model_store.features import FeatureSpec, FeatureType
 from serving.inference.errors import InvalidRows, TooManyRows
 from serving.inference.inputs import InputSchema
-from tests.conftest import CREDIT_ROW, upload
+from tests.support import CREDIT_ROW, upload
 
 SCHEMA = InputSchema(
     "m",

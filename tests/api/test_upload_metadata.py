@@ -9,7 +9,7 @@ import pytest
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from tests.conftest import ADMIN, joblib_bytes
+from tests.support import ADMIN, joblib_bytes
 
 NOT_VALID_JSON = {"form": {"metadata": ["Not valid JSON."]}}
 NOT_AN_OBJECT = {"form": {"metadata": ["Not an object."]}}
