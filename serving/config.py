@@ -69,6 +69,10 @@ class Settings:
     runner_memory: int = 2_147_483_648
     max_model_bytes: int | None = None  # None: 4 x max_upload_bytes
     sandbox: bool = True
+    # gunicorn: a worker silent for longer is killed and replaced (its `timeout`), and whether the
+    # app is built once in the master before the workers fork (its `preload_app`).
+    worker_timeout: int = 120
+    preload: bool = False
     # How long a worker answers "damaged or missing" for an artifact from memory before it opens
     # and hashes the file again (0: every request does).
     artifact_retry_seconds: float = 2.0
@@ -97,7 +101,16 @@ class Settings:
             runner_memory=_int(env, "MAAS_RUNNER_MEMORY", cls.runner_memory, minimum=64 << 20),
             max_model_bytes=_int(env, "MAAS_MAX_MODEL_BYTES", 0) or None,
             sandbox=_switch(env, "MAAS_SANDBOX", cls.sandbox),
+            worker_timeout=_int(env, "MAAS_WORKER_TIMEOUT", cls.worker_timeout),
+            preload=_switch(env, "MAAS_PRELOAD", cls.preload),
             artifact_retry_seconds=_seconds(env, "MAAS_ARTIFACT_RETRY", cls.artifact_retry_seconds, zero=True),
         )
         known = {f.name for f in fields(cls)}
-        return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        settings = replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        if settings.worker_timeout <= settings.predict_timeout:
+            # gunicorn would kill the worker in the middle of a model call it is still allowed.
+            raise ConfigError(
+                f"MAAS_WORKER_TIMEOUT ({settings.worker_timeout} s) must be longer than "
+                f"MAAS_PREDICT_TIMEOUT ({settings.predict_timeout:g} s)"
+            )
+        return settings

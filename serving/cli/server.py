@@ -29,7 +29,8 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int, thr
         "workers": workers,
         "threads": threads,
         "worker_class": THREAD_WORKER if threads > 1 else SYNC_WORKER,
-        "timeout": 120,
+        "timeout": settings.worker_timeout,
+        "preload_app": settings.preload,
         "graceful_timeout": 30,
         "accesslog": "-",
         # gunicorn's default format has %(u)s, the user of a Basic credential: a secret sent that
@@ -38,11 +39,13 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int, thr
         "errorlog": "-",
         # gunicorn's control socket is one path shared by every instance on the machine.
         "control_socket_disable": True,
+        "post_worker_init": _worker_started,
     }
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn, configured from code, serving create_app in each worker."""
+    """gunicorn, configured from code, serving create_app in each worker (or once, before the
+    workers fork, with preload_app)."""
 
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
         self.settings = settings
@@ -56,9 +59,15 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from serving.api.app import create_app
 
-        app = create_app(self.settings, upgrade_db=False)
-        app.extensions["maas"].runners.warm()  # the zygote imports while the worker starts
-        return app
+        return create_app(self.settings, upgrade_db=False)
+
+
+def _worker_started(worker: Any) -> None:
+    """In each worker, its app loaded: connections inherited from a preloading master are left to
+    it (SQLAlchemy's recipe for forks), and the zygote starts importing while the worker starts."""
+    runtime = worker.wsgi.extensions["maas"]
+    runtime.db.engine.dispose(close=False)
+    runtime.runners.warm()
 
 
 # -- gunicorn's own refusals, in the contract's shape -------------------------------------------
