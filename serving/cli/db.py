@@ -13,10 +13,14 @@ if TYPE_CHECKING:
 
 
 def open_database(url: str) -> Database:
-    """The registry's Database."""
+    """The registry's Database; a driver that is not installed is a one-line error, exit 1."""
     from registry.db import Database
+    from registry.errors import DatabaseDriverMissing
 
-    return Database(url)
+    try:
+        return Database(url)
+    except DatabaseDriverMissing as exc:
+        raise click.ClickException(exc.message) from None
 
 
 def upgrade_schema(database: Database, revision: str = "head") -> None:
