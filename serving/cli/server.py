@@ -90,8 +90,11 @@ for _name, _answer in (
 ):
     if hasattr(errors, _name):  # not in every gunicorn that setup.cfg allows
         _REFUSALS[getattr(errors, _name)] = _answer
-# Headers the application tried to send: the application's fault, a 500 like any other.
-_APPLICATION_FAULTS = (errors.InvalidResponseHeader, getattr(errors, "InvalidResponseHeaderName", ()))
+# Headers the application tried to send: the application's fault, a 500 like any other (not in
+# every gunicorn that setup.cfg allows).
+_APPLICATION_FAULTS = tuple(
+    getattr(errors, name) for name in ("InvalidResponseHeader", "InvalidResponseHeaderName") if hasattr(errors, name)
+)
 
 
 def refusal(exc: BaseException) -> tuple[int, str, str] | None:
