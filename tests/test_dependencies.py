@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.live import MAAS, environment, free_port
 
@@ -104,6 +106,36 @@ def test_psycopg_is_an_extra_that_the_test_extra_includes() -> None:
     extras = config["options.extras_require"]
     assert "psycopg[binary]" in extras["postgres"]
     assert "psycopg[binary]" in extras["test"]
+
+
+def _requirements(lines: str) -> list[Requirement]:
+    return [Requirement(line) for line in (raw.split("#")[0].strip() for raw in lines.splitlines()) if line]
+
+
+def test_constraints_pin_every_requirement_within_its_range() -> None:
+    """constraints.txt (what CI installs) and setup.cfg (what users get) cannot drift apart."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version.strip()
+    config = setup_cfg()
+    wanted = _requirements(config["options"]["install_requires"]) + _requirements(
+        config["options.extras_require"]["test"]
+    )
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {requirement.name}=={pins[name]}, outside setup.cfg's {requirement}"
+        )
+
+
+def test_the_libraries_the_safety_scan_reads_have_an_upper_bound() -> None:
+    requirements = {canonicalize_name(r.name): r for r in _requirements(setup_cfg()["options"]["install_requires"])}
+    for name in ("numpy", "scipy", "scikit-learn", "joblib", "skops"):
+        assert any(spec.operator == "<" for spec in requirements[name].specifier), f"{name} has no upper bound"
 
 
 def test_the_package_data_that_setup_cfg_names_exists() -> None:
