@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import DatabaseUnavailable
+from registry.errors import DatabaseDriverMissing, DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_S = 30
 # libpq rounds a connect timeout below 2 s up to 2 s. Keepalives and TCP_USER_TIMEOUT let a
@@ -70,10 +70,22 @@ def make_engine(url: str) -> Engine:
     """Build an engine for `url`; SQLite gets WAL, foreign keys and immediate write transactions.
 
     The directory of a SQLite file is created if it does not exist.
+    Raises DatabaseDriverMissing when a PostgreSQL URL's driver, psycopg, is not installed (it is
+    the `postgres` extra).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=POSTGRES_CONNECT_ARGS)
+        try:
+            return create_engine(
+                url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=POSTGRES_CONNECT_ARGS
+            )
+        except ImportError as exc:
+            if parsed.get_backend_name() != "postgresql" or not (exc.name or "").startswith("psycopg"):
+                raise
+            raise DatabaseDriverMissing(
+                f"The registry database URL ({parsed.render_as_string(hide_password=True)}) is a PostgreSQL "
+                f"URL but {exc.name} is not installed: pip install 'maas[postgres]'"
+            ) from None
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +103,7 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _on_begin(conn) -> None:
         # A write transaction takes the write lock up front, so two writers queue on the
         # busy timeout instead of failing when a reader upgrades to a writer.
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")

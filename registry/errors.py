@@ -24,3 +24,7 @@ class InvalidInput(RegistryError):
 
 class DatabaseUnavailable(RegistryError):
     """The registry database does not answer (down, unreachable, or too slow to answer)."""
+
+
+class DatabaseDriverMissing(RegistryError):
+    """The database URL names a driver that is not installed (an extra of the package)."""

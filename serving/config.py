@@ -25,7 +25,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    """A number of seconds, more than 0 (or 0 itself when `zero`) and at most a day."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -33,8 +34,11 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if zero and value == 0:
+        return value
     if not 0 < value <= 86_400:
-        raise ConfigError(f"{name} must be more than 0 and at most 86400 seconds, not {raw}")
+        lowest = "at least 0" if zero else "more than 0"
+        raise ConfigError(f"{name} must be {lowest} and at most 86400 seconds, not {raw}")
     return value
 
 
@@ -65,6 +69,13 @@ class Settings:
     runner_memory: int = 2_147_483_648
     max_model_bytes: int | None = None  # None: 4 x max_upload_bytes
     sandbox: bool = True
+    # gunicorn: a worker silent for longer is killed and replaced (its `timeout`), and whether the
+    # app is built once in the master before the workers fork (its `preload_app`).
+    worker_timeout: int = 120
+    preload: bool = False
+    # How long a worker answers "damaged or missing" for an artifact from memory before it opens
+    # and hashes the file again (0: every request does).
+    artifact_retry_seconds: float = 2.0
 
     @property
     def model_bytes_limit(self) -> int:
@@ -90,6 +101,16 @@ class Settings:
             runner_memory=_int(env, "MAAS_RUNNER_MEMORY", cls.runner_memory, minimum=64 << 20),
             max_model_bytes=_int(env, "MAAS_MAX_MODEL_BYTES", 0) or None,
             sandbox=_switch(env, "MAAS_SANDBOX", cls.sandbox),
+            worker_timeout=_int(env, "MAAS_WORKER_TIMEOUT", cls.worker_timeout),
+            preload=_switch(env, "MAAS_PRELOAD", cls.preload),
+            artifact_retry_seconds=_seconds(env, "MAAS_ARTIFACT_RETRY", cls.artifact_retry_seconds, zero=True),
         )
         known = {f.name for f in fields(cls)}
-        return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        settings = replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        if settings.worker_timeout <= settings.predict_timeout:
+            # gunicorn would kill the worker in the middle of a model call it is still allowed.
+            raise ConfigError(
+                f"MAAS_WORKER_TIMEOUT ({settings.worker_timeout} s) must be longer than "
+                f"MAAS_PREDICT_TIMEOUT ({settings.predict_timeout:g} s)"
+            )
+        return settings

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 from sqlalchemy import event
 
 from model_store.errors import ArtifactUnavailable, InvalidArtifact, PredictionFailed
@@ -29,6 +29,8 @@ from serving.runners.pool import Runner, RunnerLimits, RunnerPool
 log = logging.getLogger(__name__)
 
 INPUT_SCHEMAS_KEPT = 4096
+# Artifacts found damaged or missing, remembered for MAAS_ARTIFACT_RETRY seconds each.
+UNAVAILABLE_ARTIFACTS_KEPT = 4096
 
 
 def _json_values(values: Any) -> list[Any]:
@@ -38,7 +40,7 @@ def _json_values(values: Any) -> list[Any]:
         return values
     array = np.asarray(values)
     if array.dtype.kind in "biuU" or (array.dtype.kind == "f" and np.isfinite(array).all()):
-        return array.tolist()  # type: ignore[no-any-return]
+        return array.tolist()
     return [_json_scalar(v) for v in array.tolist()]
 
 
@@ -98,6 +100,15 @@ class Runtime:
         )
         self._inputs: LRUCache[VersionKey, InputSchema] = LRUCache(INPUT_SCHEMAS_KEPT)
         self._inputs_lock = threading.Lock()
+        # sha256 -> why its file cannot be served: a damaged or missing artifact is answered from
+        # here for a short while instead of being opened and hashed again by every request (and a
+        # runner started for it); once the entry expires, a repaired file serves with no restart.
+        self._unavailable: TTLCache[str, str] | None = (
+            TTLCache(UNAVAILABLE_ARTIFACTS_KEPT, settings.artifact_retry_seconds)
+            if settings.artifact_retry_seconds > 0
+            else None
+        )
+        self._unavailable_lock = threading.Lock()
         self.resolved = ResolvedVersions()
         # Fired after the pool's pre-ping succeeded: the first request (or readiness probe) that
         # reaches the database again ends the outage for predictions too.
@@ -113,15 +124,32 @@ class Runtime:
         """The runner serving `ref`, started and loaded when this worker has none (or it died).
         Raises ArtifactUnavailable (503) when the artifact is missing, damaged or does not load."""
         label = f"Version {ref.version} of '{ref.model}'"
+        known_unavailable = self._known_unavailable(ref.sha256)
+        if known_unavailable is not None:
+            raise ArtifactUnavailable(f"{label} cannot be served: {known_unavailable}")
 
         def load(runner: Runner) -> None:
             try:
                 with self.store.opened(ref.sha256) as file:
                     runner.load(file, ref.format)
-            except (ArtifactUnavailable, InvalidArtifact) as exc:
+            except ArtifactUnavailable as exc:  # the file: missing, unreadable or damaged
+                self._remember_unavailable(ref.sha256, exc.message)
+                raise ArtifactUnavailable(f"{label} cannot be served: {exc.message}") from None
+            except InvalidArtifact as exc:
                 raise ArtifactUnavailable(f"{label} cannot be served: {exc.message}") from None
 
         return self.runners.get(version_key(ref.model, ref.version, ref.sha256), label, load)
+
+    def _known_unavailable(self, sha256: str) -> str | None:
+        if self._unavailable is None:
+            return None
+        with self._unavailable_lock:
+            return self._unavailable.get(sha256)
+
+    def _remember_unavailable(self, sha256: str, reason: str) -> None:
+        if self._unavailable is not None:
+            with self._unavailable_lock:
+                self._unavailable[sha256] = reason
 
     def input_schema(self, ref: VersionRef, facts: dict[str, Any]) -> InputSchema:
         """The compiled feature schema of a version (read from the database once per worker)."""

@@ -420,7 +420,8 @@ def test_damaged_or_vanished_artifact_is_503_for_that_version_only(
     damaged.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     vanished.unlink()
 
-    cold = make_app().test_client()  # a new worker: nothing cached yet
+    # A new worker: nothing cached yet; failures not remembered (MAAS_ARTIFACT_RETRY: test_artifact_retry.py).
+    cold = make_app(artifact_retry_seconds=0).test_client()
     credit = {"model": "credit", "data": CREDIT_ROW}
     for body, words in ((credit, "damaged"), ({"model": "reg", "data": {"x1": 1, "x2": 2}}, "missing")):
         r = cold.post("/api/predict", json=body)
