@@ -8,8 +8,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from model_store.errors import InvalidArtifact
 
 
@@ -96,6 +94,8 @@ def _is_missing(value: Any) -> bool:
 
 def python_value(value: Any) -> Any:
     """A numpy scalar as the plain Python value; anything else unchanged."""
+    import numpy as np  # here, not at import: the registry's ORM imports this module (no numpy in `maas`)
+
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -126,7 +126,8 @@ def _input_names(ct: Any, columns: Any, index: int) -> list[str]:
         return [names[i] for i in by_transformer[name]]
     if isinstance(columns, str):
         return [columns]
-    if isinstance(columns, (list, tuple, np.ndarray)) and all(isinstance(c, str) for c in columns):
+    listed = isinstance(columns, (list, tuple)) or type(columns).__name__ == "ndarray"
+    if listed and all(isinstance(c, str) for c in columns):
         return [str(c) for c in columns]
     return []
 
