@@ -114,7 +114,7 @@ class FieldProblem:
         return f"FieldProblem({self.message!r}, {self.detail!r})"
 
 
-class JSONObject(fields.Field[dict[str, Any]]):
+class JSONObject(fields.Field):  # not Field[...]: marshmallow 3 has no generic Field
     """A form field whose text is a JSON object (strict: no NaN, bounded depth), loaded with
     `nested`; blank text is an empty object. Documented as the string it is."""
 
