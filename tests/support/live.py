@@ -120,3 +120,8 @@ def launch(*args: str, env: dict[str, str], cwd: Path, log: Path, workers: int =
             start_new_session=True,
         )
     return Server(process, port, log)
+
+
+def run_to_end(argv: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command that is expected to exit (a `maas` refusal, say): its status and text output."""
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -19,7 +19,7 @@ import requests
 from serving.cli.server import SYNC_WORKER, THREAD_WORKER, GunicornServer, JsonErrorSyncWorker, gunicorn_options
 from serving.config import ConfigError, Settings
 from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
-from tests.support.live import MAAS, Server, environment
+from tests.support.live import MAAS, Server, environment, run_to_end
 
 HEAVY = ("sqlalchemy", "gunicorn", "flask", "numpy", "pandas", "sklearn", "alembic", "psycopg", "registry")
 
@@ -89,14 +89,10 @@ def test_worker_timeout_preload_and_artifact_retry_are_read_and_checked() -> Non
 
 
 def test_a_bad_worker_timeout_stops_maas_serve_with_one_line(tmp_path: Path) -> None:
-    run = subprocess.run(
+    run = run_to_end(
         [*MAAS, "serve", "--port", "0"],
         env=environment(MAAS_WORKER_TIMEOUT="5", MAAS_PREDICT_TIMEOUT="10"),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 2, run.stdout + run.stderr
     assert "MAAS_WORKER_TIMEOUT (5 s) must be longer than MAAS_PREDICT_TIMEOUT (10 s)" in run.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from tests.support import ADMIN, CREDIT_ROW, joblib_bytes
-from tests.support.live import MAAS, Server, environment, free_port
+from tests.support.live import MAAS, Server, environment, free_port, run_to_end
 
 WITHOUT_LANDLOCK = """
 import errno, os, sys
@@ -34,15 +34,7 @@ def _without_landlock(*args: str) -> list[str]:
 
 def test_serve_refuses_to_start_when_runners_cannot_be_confined(tmp_path: Path) -> None:
     env = environment(MAAS_DATABASE_URL=f"sqlite:///{tmp_path / 'registry.db'}", MAAS_STORE_DIR=str(tmp_path / "store"))
-    run = subprocess.run(
-        _without_landlock("serve", "--port", str(free_port())),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    run = run_to_end(_without_landlock("serve", "--port", str(free_port())), env=env, cwd=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "model runners cannot be confined here" in run.stderr and "Landlock" in run.stderr
     assert "MAAS_SANDBOX=off" in run.stderr

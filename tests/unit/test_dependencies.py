@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.support import REPO
-from tests.support.live import MAAS, environment, free_port
+from tests.support.live import MAAS, environment, free_port, run_to_end
 
 PG_URL = "postgresql+psycopg://maas:s3cret@127.0.0.1:{port}/maas"
 MESSAGE = "is a PostgreSQL URL but psycopg is not installed: pip install 'maas[postgres]'"
@@ -53,14 +53,8 @@ def test_maas_names_the_extra_when_psycopg_is_missing(
     command: list[str], without_psycopg: dict[str, str], tmp_path: Path
 ) -> None:
     url = PG_URL.format(port=free_port())
-    run = subprocess.run(
-        [*MAAS, *command, "--database-url", url],
-        env={**without_psycopg, "MAAS_SANDBOX": "off"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
+    run = run_to_end(
+        [*MAAS, *command, "--database-url", url], env={**without_psycopg, "MAAS_SANDBOX": "off"}, cwd=tmp_path
     )
     assert run.returncode == 1, run.stdout + run.stderr
     lines = [line for line in run.stderr.splitlines() if "MAAS_SANDBOX=off" not in line]
