@@ -98,6 +98,9 @@ class ModelVersion(Base):
     library_versions: Mapped[dict[str, str]] = mapped_column(JSON)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The upload's `example`: a prediction's `data` value exactly as given (pages pre-fill their
+    # forms from it); None when there was none. Stored as SQL NULL, never as JSON 'null'.
+    example: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     model: Mapped[RegisteredModel] = relationship(back_populates="versions")
     features: Mapped[list[Feature]] = relationship(

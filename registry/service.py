@@ -263,6 +263,7 @@ def register_version(
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
     aliases: Iterable[str] = (),
+    example: Any = None,
 ) -> ModelVersion:
     """Record the next version of `name` (creating the model), its features and aliases.
 
@@ -291,6 +292,7 @@ def register_version(
         classes=artifact.classes,
         library_versions=dict(artifact.library_versions),
         tags=dict(tags or {}),
+        example=example,
         features=[Feature.from_spec(i, f) for i, f in enumerate(features)],
     )
     session.add(version)

@@ -207,6 +207,11 @@ class VersionSchema(VersionSummarySchema):
     classes = fields.List(fields.Raw(), allow_none=True, required=True)
     features = fields.List(fields.Nested(FeatureOutSchema), required=True)
     library_versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    example = fields.Raw(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The upload's `example` (a `data` value) as it was given; null when none was"},
+    )
 
 
 class ModelSummarySchema(ma.Schema):

@@ -69,6 +69,7 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
                 description=metadata.get("description"),
                 tags=metadata.get("tags"),
                 aliases=metadata.get("aliases", ()),
+                example=metadata.get("example"),
             )
             # Checked after the row is written, not before: whoever removes an unreferenced
             # artifact (a failed upload of the same bytes, `maas store gc`) does so holding

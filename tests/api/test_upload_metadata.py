@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -115,3 +116,30 @@ def test_the_rest_of_the_body_is_answered_first(client: Any, credit_pipeline: An
     assert r.json == {**request_invalid, "errors": {"multipart": {"other": ["Unknown field."]}}}
     r = _post(client, {"file": _file(credit_pipeline), "metadata": FileStorage(io.BytesIO(b"{}"), "m.json")})
     assert r.json == {**request_invalid, "errors": {"multipart": {"metadata": ["Not a valid string."]}}}
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        {"age": 35, "income": 42000.5, "gender": "male", "region": "north"},
+        {"age": [35, 52], "income": [42000, 61000.25], "gender": ["male", "female"], "region": ["north", "south"]},
+        [{"age": 35, "income": 42000, "gender": "male", "region": "north"}],
+    ],
+    ids=["record", "columns", "records"],
+)
+def test_the_example_is_kept_as_given(client: Any, credit_pipeline: Any, example: Any) -> None:
+    created = client.post(
+        "/api/admin/models/m/versions",
+        data={"file": _file(credit_pipeline), "metadata": json.dumps({"example": example})},
+        headers=ADMIN,
+    )
+    assert created.status_code == 201, created.json
+    assert created.json["example"] == example
+    read = client.get("/api/models/m/versions/1").json
+    # as given: the same values, types and key order (an int stays an int, 42000.5 stays a float)
+    assert json.dumps(read["example"]) == json.dumps(example)
+    without = client.post("/api/admin/models/m/versions", data={"file": _file(credit_pipeline)}, headers=ADMIN)
+    assert without.status_code == 201 and without.json["example"] is None
+    assert client.get("/api/models/m/versions/latest").json["example"] is None
+    # summaries stay as they were: the example is in the full form only
+    assert all("example" not in v for v in client.get("/api/models/m/versions").json)

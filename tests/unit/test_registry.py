@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, inspect
 
 from migrations.runner import check_database, upgrade_database
 from model_store.features import FeatureSpec, FeatureType
@@ -60,6 +61,76 @@ def test_migrations_create_the_schema_and_match_the_models(empty_database_url: s
         assert {"registered_models", "model_versions", "features", "aliases", "alembic_version"} <= tables
         check_database(db.engine)  # alembic check: models and migrations agree
         upgrade_database(db.engine)  # idempotent
+    finally:
+        db.dispose()
+
+
+def test_a_registry_of_the_previous_release_upgrades_in_place(empty_database_url: str) -> None:
+    """A registry made at revision 0001 (the release before versions kept their example) takes
+    0002 in place: its rows are kept, its versions answer example None, new ones record theirs."""
+    db = Database(empty_database_url)
+    try:
+        upgrade_database(db.engine, "0001")
+        old = MetaData()
+        old.reflect(db.engine)
+        assert "example" not in old.tables["model_versions"].c
+        now = datetime.now(UTC)
+        with db.engine.begin() as connection:
+            model_id = connection.execute(
+                old.tables["registered_models"]
+                .insert()
+                .values(name="credit", description="old", next_version=2, created_at=now, updated_at=now)
+            ).inserted_primary_key[0]
+            version_id = connection.execute(
+                old.tables["model_versions"]
+                .insert()
+                .values(
+                    model_id=model_id,
+                    version=1,
+                    description=None,
+                    format="joblib",
+                    sha256="a" * 64,
+                    size_bytes=10,
+                    estimator="sklearn.linear_model.LogisticRegression",
+                    has_predict_proba=True,
+                    classes=[0, 1],
+                    library_versions={"python": "3.11"},
+                    tags={"team": "risk"},
+                    created_at=now,
+                )
+            ).inserted_primary_key[0]
+            connection.execute(
+                old.tables["features"]
+                .insert()
+                .values(
+                    version_id=version_id,
+                    position=0,
+                    name="age",
+                    type="number",
+                    required=True,
+                    allowed=None,
+                    minimum=0.0,
+                    maximum=120.0,
+                )
+            )
+            connection.execute(
+                old.tables["aliases"]
+                .insert()
+                .values(model_id=model_id, name="production", version_id=version_id, updated_at=now)
+            )
+
+        upgrade_database(db.engine)
+        check_database(db.engine)
+        with db.read() as session:
+            kept = service.get_version(session, "credit", "production")
+            assert (kept.version, kept.example, kept.tags, kept.classes) == (1, None, {"team": "risk"}, [0, 1])
+            assert [(f.name, f.minimum, f.maximum) for f in kept.features] == [("age", 0.0, 120.0)]
+        example = [{"age": 35, "gender": "m"}, {"age": 52.5, "gender": None}]
+        assert register(db, example=example) == 2
+        with db.read() as session:
+            assert service.get_version(session, "credit", 2).example == example
+            assert service.get_version(session, "credit", 1).example is None
+            assert service.summarize_model(session, service.get_model(session, "credit")).description == "old"
     finally:
         db.dispose()
 
