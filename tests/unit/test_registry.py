@@ -80,10 +80,12 @@ def test_a_registry_of_the_previous_release_upgrades_in_place(empty_database_url
                 old.tables["registered_models"]
                 .insert()
                 .values(name="credit", description="old", next_version=2, created_at=now, updated_at=now)
-            ).inserted_primary_key[0]
+                .returning(old.tables["registered_models"].c.id)
+            ).scalar_one()
             version_id = connection.execute(
                 old.tables["model_versions"]
                 .insert()
+                .returning(old.tables["model_versions"].c.id)
                 .values(
                     model_id=model_id,
                     version=1,
@@ -98,7 +100,7 @@ def test_a_registry_of_the_previous_release_upgrades_in_place(empty_database_url
                     tags={"team": "risk"},
                     created_at=now,
                 )
-            ).inserted_primary_key[0]
+            ).scalar_one()
             connection.execute(
                 old.tables["features"]
                 .insert()
