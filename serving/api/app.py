@@ -14,7 +14,7 @@ from serving.api.context import attach, runtime
 from serving.api.errors import MaasApi, register_error_handlers
 from serving.api.jsonbody import JSONProvider
 from serving.api.middleware import EncodedSlashes, SpoolingRequest
-from serving.api.routes import admin, health, models, predict
+from serving.api.routes import admin, health, models, predict, ui
 from serving.config import Settings
 from serving.inference.runtime import Runtime
 
@@ -28,7 +28,8 @@ UPLOAD_OVERHEAD_BYTES = 1 << 20
 def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> Flask:
     """Build the Flask app; `upgrade_db` runs the Alembic migrations first (off in workers)."""
     settings = settings or Settings.from_env()
-    # No static folder: the only files served are Swagger UI's (register_docs_assets).
+    # No app-wide static folder: the pages' files are the ui blueprint's (/ui/static/), and
+    # Swagger UI's are served by register_docs_assets.
     app = Flask(__name__, static_folder=None)
     app.request_class = SpoolingRequest
     app.wsgi_app = EncodedSlashes(app.wsgi_app)  # type: ignore[method-assign]
@@ -95,6 +96,8 @@ def register_blueprints(app: Flask) -> None:
     api.register_converter(AnyTextConverter, lambda _converter: {"type": "string"})
     for blueprint in (predict.blp, models.blp, admin.blp, health.blp):
         api.register_blueprint(blueprint)
+    # The pages for people: plain Flask, not part of the OpenAPI document.
+    app.register_blueprint(ui.blp)
 
 
 def register_docs_assets(app: Flask) -> None:

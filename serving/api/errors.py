@@ -115,8 +115,13 @@ _STORE_STATUS = {
 }
 
 
+def registry_error_status(error: RegistryError) -> int:
+    """The HTTP status a domain error of the registry answers (the pages answer it too)."""
+    return next((c for cls, c in _REGISTRY_STATUS.items() if isinstance(error, cls)), 422)
+
+
 def _registry_error(error: RegistryError) -> Response:
-    code = next((c for cls, c in _REGISTRY_STATUS.items() if isinstance(error, cls)), 422)
+    code = registry_error_status(error)
     return error_response(code, error.message, error.errors, _RETRY_SOON if code == 503 else None)
 
 
