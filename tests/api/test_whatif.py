@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import upload
 
-CREDIT_SCHEMA = [
+CREDIT_SCHEMA: list[dict[str, Any]] = [
     {"name": "age", "type": "integer", "minimum": 18, "maximum": 80},
     {"name": "income", "type": "number"},
     {"name": "gender", "type": "string", "allowed": ["female", "male"]},
