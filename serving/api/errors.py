@@ -31,7 +31,7 @@ from registry.errors import (
     RegistryError,
 )
 from serving.api.schemas import ErrorSchema
-from serving.inference.errors import InvalidRows, TooManyRows
+from serving.inference.errors import InvalidRequest, InvalidRows, TooManyRows
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,10 @@ def _invalid_rows(error: InvalidRows) -> Response:
     return error_response(422, error.message, {"json": {"data": error.errors}})
 
 
+def _invalid_request(error: InvalidRequest) -> Response:
+    return error_response(422, error.message, {"json": error.errors})
+
+
 def _too_many_rows(error: TooManyRows) -> Response:
     return error_response(413, error.message)
 
@@ -167,6 +171,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ModelStoreError, _store_error)
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(InvalidRows, _invalid_rows)
+    app.register_error_handler(InvalidRequest, _invalid_request)
     app.register_error_handler(TooManyRows, _too_many_rows)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(PoolTimeout, _database_error)

@@ -13,6 +13,7 @@ from model_store.features import FeatureSpec, FeatureType
 from registry.names import text_problem
 from registry.service import MAX_FEATURE_NAME_LENGTH
 from serving.api.strictjson import InvalidJSON, loads_strict
+from serving.inference.whatif import DEFAULT_POINTS, DERIVED_RANGE_DOC, MAX_POINTS, MIN_POINTS
 
 
 class StrictSchema(ma.Schema):
@@ -266,6 +267,104 @@ class PathPredictSchema(StrictSchema):
         },
     )
     return_probabilities = fields.Boolean(load_default=False)
+
+
+class WhatIfSchema(StrictSchema):
+    data = fields.Raw(
+        required=True,
+        metadata={
+            "description": "The baseline: exactly one record, checked like a prediction row",
+            "example": {
+                "age": 35,
+                "income": 42000,
+                "loan_amount": 12000,
+                "term_months": 36,
+                "gender": "male",
+                "employment": "salaried",
+                "home_ownership": "rent",
+            },
+        },
+    )
+    features = fields.List(
+        Text(),
+        validate=validate.Length(min=1, max=10_000),
+        metadata={
+            "description": "The features to sweep; absent: every feature that can be swept (numbers, "
+            "booleans, strings with allowed values)",
+            "example": ["income", "gender"],
+        },
+    )
+    points = fields.Integer(
+        load_default=DEFAULT_POINTS,
+        validate=validate.Range(MIN_POINTS, MAX_POINTS),
+        metadata={
+            "description": "Grid size of a numeric feature, both ends included (an integer feature "
+            "takes distinct integers only)"
+        },
+    )
+    ranges = fields.Dict(
+        keys=Text(),
+        values=fields.List(FiniteFloat(), validate=validate.Length(equal=2)),
+        load_default=dict,
+        metadata={
+            "description": "[low, high] per numeric feature, inside its bounds. " + DERIVED_RANGE_DOC,
+            "example": {"income": [10000, 150000]},
+        },
+    )
+    target = Text(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "The class (str(label)) whose probability is the score; default the last class"},
+    )
+
+
+class FlipSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    value = fields.Raw(required=True)
+    prediction = fields.Raw(required=True)
+    score = fields.Float(allow_none=True, required=True)
+
+
+class SweptFeatureSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    name = fields.String(required=True)
+    values = fields.List(fields.Raw(), required=True)
+    predictions = fields.List(fields.Raw(), required=True)
+    scores = fields.List(fields.Float(allow_none=True), required=True)
+    swing = fields.Float(allow_none=True, required=True, metadata={"description": "Largest score minus smallest"})
+    flip = fields.Nested(
+        FlipSchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "The swept value nearest the baseline's whose prediction differs from it"},
+    )
+
+
+class BaselineSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    prediction = fields.Raw(required=True)
+    score = fields.Float(allow_none=True, required=True)
+
+
+class WhatIfResponseSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    model = fields.String(required=True)
+    version = fields.Integer(required=True)
+    target = fields.String(allow_none=True, required=True)
+    baseline = fields.Nested(BaselineSchema, required=True)
+    features = fields.List(
+        fields.Nested(SweptFeatureSchema),
+        required=True,
+        metadata={"description": "Ordered by swing, largest first; null swings last"},
+    )
 
 
 class PredictSchema(PathPredictSchema):

@@ -31,3 +31,12 @@ class TooManyRows(InputError):
         super().__init__(f"The request has {count} rows, more than the limit of {limit}.")
         self.count = count
         self.limit = limit
+
+
+class InvalidRequest(InputError):
+    """A request's other fields (not its `data`) do not fit the version: what-if's features,
+    ranges or target. `errors` is keyed by the request field."""
+
+    def __init__(self, message: str, errors: Any) -> None:
+        super().__init__(message)
+        self.errors = errors

@@ -24,7 +24,7 @@ _A_VALUE_OF = {
 }
 
 
-class _Compiled:
+class CompiledFeature:
     """One feature as every prediction checks it: its allowed values as a set, its value types."""
 
     __slots__ = ("allowed", "allowed_list", "maximum", "minimum", "name", "required", "type", "types")
@@ -40,7 +40,7 @@ class _Compiled:
         self.maximum = spec.maximum
 
 
-def _check_value(feature: _Compiled, value: Any) -> str | None:
+def _check_value(feature: CompiledFeature, value: Any) -> str | None:
     """The problem with one value, or None if it is fine (None values are handled by the caller)."""
     kind = feature.type
     if type(value) not in feature.types:
@@ -77,7 +77,7 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _fast_array(feature: _Compiled, column: list[Any]) -> np.ndarray | None:
+def _fast_array(feature: CompiledFeature, column: list[Any]) -> np.ndarray | None:
     """The typed array of a column whose every value is fine, checked by numpy and set operations;
     None when any value may not be (a null, a wrong type, a value not allowed, a bound crossed): the
     caller then checks value by value (_check_value), so that errors name each offending row."""
@@ -126,7 +126,7 @@ class InputSchema:
         max_rows: int,
     ) -> None:
         self.label = f"'{model}' version {version}" if version is not None else f"the uploaded model '{model}'"
-        self.features = [_Compiled(f) for f in features]
+        self.features = [CompiledFeature(f) for f in features]
         self.by_name = {f.name: f for f in self.features}
         # Models fitted on a DataFrame get one in their own column order; others get numpy.
         self.column_names = list(column_names) if column_names is not None else None
@@ -180,6 +180,19 @@ class InputSchema:
             raise TooManyRows(n, self.max_rows)
 
     # -- the check ----------------------------------------------------------------------
+    def record(self, data: Any) -> dict[str, Any]:
+        """The one record `data` holds, checked like a prediction row, as {feature: JSON value}
+        in the schema's order (None for a missing optional feature).
+
+        Raises InvalidRows (also for more or fewer than one row), as check() does.
+        """
+        self.check(data)
+        columns, n, _ = self._columns(data)
+        if n != 1:
+            raise InvalidRows(f"'data' must be exactly one record; it holds {n} rows.", [f"{n} rows, not 1."])
+        values = {name: column[0] for name, column in columns.items()}
+        return {f.name: None if values.get(f.name, _MISSING) is _MISSING else values[f.name] for f in self.features}
+
     def check(self, data: Any) -> tuple[dict[str, np.ndarray], int]:
         """The checked columns (one typed array per feature, in the schema's order) and the row
         count; a runner assembles the model's input from them (serving.runners.runner.assemble).

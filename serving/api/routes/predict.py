@@ -20,7 +20,10 @@ from serving.api.schemas import (
     PathPredictSchema,
     PredictResponseSchema,
     PredictSchema,
+    WhatIfResponseSchema,
+    WhatIfSchema,
 )
+from serving.inference.whatif import WhatIfRequest, what_if
 
 blp = Blueprint("predict", __name__, url_prefix="/api", description="Predictions")
 
@@ -76,6 +79,31 @@ class PredictLatest(MethodView):
     def post(self, body: dict[str, Any], name: str) -> Response:
         """Predict with the latest version of a model"""
         return _predict(name, LATEST, body)
+
+
+def _what_if(name: str, selector: object, body: dict[str, Any]) -> dict[str, Any]:
+    return what_if(runtime(), name, selector, WhatIfRequest(**body))
+
+
+@blp.route("/models/<name>/versions/<selector>/whatif")
+class WhatIfVersion(MethodView):
+    @blp.arguments(WhatIfSchema)
+    @blp.response(200, WhatIfResponseSchema)
+    @blp.errors(*PREDICT_ERRORS)
+    def post(self, body: dict[str, Any], name: str, selector: str) -> dict[str, Any]:
+        """What if one feature of a record moved: each swept value's prediction and score, each feature's swing and
+        nearest flip (one batch through the model)"""
+        return _what_if(name, selector, body)
+
+
+@blp.route("/models/<name>/whatif")
+class WhatIfLatest(MethodView):
+    @blp.arguments(WhatIfSchema)
+    @blp.response(200, WhatIfResponseSchema)
+    @blp.errors(*PREDICT_ERRORS)
+    def post(self, body: dict[str, Any], name: str) -> dict[str, Any]:
+        """What if, with the latest version of a model"""
+        return _what_if(name, LATEST, body)
 
 
 @blp.route("")
