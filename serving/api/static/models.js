@@ -2,7 +2,7 @@
 "use strict";
 
 (function () {
-  const { apiJSON, errorMessage, pageJSON, h } = window.maas;
+  const { apiJSON, errorMessage, pageJSON, h, put } = window.maas;
   const PAGE_SIZE = 1000; // the API's largest page
   const status = document.getElementById("models-status");
   const body = document.querySelector("#models-table tbody");
@@ -61,7 +61,7 @@
       status.textContent = error.message;
       return;
     }
-    body.replaceChildren(...models.map(row));
+    put(body, models.map(row));
     filter.addEventListener("input", applyFilter);
     applyFilter();
   }

@@ -5,6 +5,7 @@
 window.maas = (function () {
   const TOKEN_KEY = "maas.api-token";
   let question = null; // the token question on screen, shared by every request that got a 401
+  let memoryToken = null; // where the token is kept when sessionStorage refuses it
 
   function storedToken() {
     try {
@@ -23,7 +24,6 @@ window.maas = (function () {
     }
     memoryToken = token || null;
   }
-  let memoryToken = null;
 
   function currentToken() {
     return storedToken() || memoryToken;
@@ -117,11 +117,16 @@ window.maas = (function () {
       else if (value === true) node.setAttribute(key, "");
       else node.setAttribute(key, String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : String(child));
     }
     return node;
+  }
+
+  /** Replace a node's children (nested lists flattened; null, undefined and false left out). */
+  function put(node, ...children) {
+    node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   }
 
   const numbers = new Intl.NumberFormat(undefined, { maximumFractionDigits: 4 });
@@ -137,5 +142,5 @@ window.maas = (function () {
     return "/api/models/" + encodeURIComponent(name);
   }
 
-  return { apiFetch, apiJSON, errorMessage, pageJSON, h, show, modelPath, currentToken };
+  return { apiFetch, apiJSON, errorMessage, pageJSON, h, put, show, modelPath, currentToken };
 })();

@@ -96,6 +96,7 @@
     };
     const chart = new uPlot(options, data, container);
     container.chart = chart;
+    container.categories = spec.numeric ? null : values; // what x = 0, 1, 2 ... stand for
     if (window.ResizeObserver) {
       let width = container.clientWidth;
       new ResizeObserver(() => {

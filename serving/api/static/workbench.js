@@ -5,7 +5,7 @@
 "use strict";
 
 (function () {
-  const { apiFetch, apiJSON, errorMessage, pageJSON, h, show, modelPath } = window.maas;
+  const { apiFetch, apiJSON, errorMessage, pageJSON, h, put, show, modelPath } = window.maas;
   const $ = (id) => document.getElementById(id);
   const PRIMARY = "#1f5fbf";
   const COMPARE = "#c25e00";
@@ -47,13 +47,13 @@
 
   function fillPickers() {
     const options = pickerOptions(state.model);
-    $("version-picker").replaceChildren(
+    put($("version-picker"),
       ...options.map((o) => h("option", { value: o.value, selected: o.value === state.selector }, o.label)),
     );
     $("version-picker").disabled = false;
     const compare = $("whatif-compare");
     const kept = compare.value;
-    compare.replaceChildren(
+    put(compare,
       h("option", { value: "" }, "no other version"),
       ...options
         .filter((o) => o.value !== state.selector)
@@ -184,7 +184,7 @@
       setValue(field, value);
       return field;
     });
-    $("fields").replaceChildren(...state.fields.map((f) => f.box));
+    put($("fields"), ...state.fields.map((f) => f.box));
     clearFieldErrors();
   }
 
@@ -261,6 +261,7 @@
     if (event) event.preventDefault();
     const out = $("prediction");
     out.setAttribute("aria-busy", "true");
+    delete out.dataset.status;
     const body = predictBody();
     const answer = await apiJSON(versionPath(state.selector) + "/predict", body);
     out.removeAttribute("aria-busy");
@@ -269,7 +270,7 @@
     if (answer.ok) {
       clearFieldErrors();
       const prediction = answer.data.predictions[0];
-      out.replaceChildren(
+      put(out,
         h("p", { class: "answer" }, "Prediction: ", h("strong", { class: "prediction-value" }, show(prediction))),
         h("p", { class: "answered-by" }, "Answered by ", h("strong", {}, versionLabel(answer.data.version)), " of " + answer.data.model + "."),
         answer.data.probabilities ? probabilityBars(answer.data.probabilities[0], prediction) : null,
@@ -279,7 +280,7 @@
     }
     out.classList.add("failed");
     const first = answer.status === 422 ? showFieldErrors(answer) : null;
-    out.replaceChildren(h("p", { class: "error-message" }, errorMessage(answer)));
+    put(out, h("p", { class: "error-message" }, errorMessage(answer)));
     if (first) first.input.focus();
     return answer;
   }
@@ -291,7 +292,7 @@
     const classes = state.version.has_predict_proba && state.version.classes ? state.version.classes.map(String) : [];
     control.hidden = classes.length === 0;
     const kept = select.value;
-    select.replaceChildren(...classes.map((c) => h("option", { value: c }, c)));
+    put(select, ...classes.map((c) => h("option", { value: c }, c)));
     if (classes.length) select.value = classes.includes(kept) ? kept : classes[classes.length - 1];
   }
 
@@ -425,6 +426,7 @@
     const button = $("whatif-run");
     button.disabled = true;
     out.setAttribute("aria-busy", "true");
+    delete out.dataset.status;
     const record = readRecord();
     const selector = state.selector;
     const compareSelector = $("whatif-compare").value;
@@ -439,7 +441,7 @@
       else delete out.dataset.compareResponse;
       if (!answer.ok) {
         if (answer.status === 422) showFieldErrors(answer);
-        out.replaceChildren(h("p", { class: "error-message" }, errorMessage(answer)));
+        put(out, h("p", { class: "error-message" }, errorMessage(answer)));
         return;
       }
       clearFieldErrors();
@@ -455,7 +457,7 @@
         summary.push(h("p", { class: "error-message" }, "The other version did not answer: " + errorMessage(compare)));
       }
       const figures = data.features.map((f, i) => featureFigure(f, i, data, compareData, record));
-      out.replaceChildren(
+      put(out,
         ...summary,
         h("h3", {}, "What would change the decision"),
         flipList(data, record),
@@ -555,12 +557,13 @@
     const file = $("portfolio-file").files[0];
     const text = file ? await file.text() : $("portfolio-text").value;
     if (!text.trim()) {
-      out.replaceChildren(h("p", { class: "error-message" }, "Choose a CSV file, or paste CSV text, first."));
+      put(out, h("p", { class: "error-message" }, "Choose a CSV file, or paste CSV text, first."));
       return;
     }
     const button = $("portfolio-run");
     button.disabled = true;
     out.setAttribute("aria-busy", "true");
+    delete out.dataset.status;
     try {
       const query = state.version.has_predict_proba ? "?return_probabilities=true" : "";
       const response = await apiFetch(versionPath(state.selector) + "/predict" + query, {
@@ -581,7 +584,7 @@
         const answer = { ok: false, status: response.status, data };
         out.dataset.response = JSON.stringify(data);
         const problems = portfolioErrors(answer);
-        out.replaceChildren(
+        put(out,
           h("p", { class: "error-message" }, errorMessage(answer)),
           problems.length ? h("ul", { class: "problems" }, problems.slice(0, 50).map((p) => h("li", {}, p))) : null,
           problems.length > 50 ? h("p", { class: "muted" }, problems.length - 50 + " more problems not shown.") : null,
@@ -596,7 +599,7 @@
       state.portfolioUrl = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
       const filename = page.model + "-" + (answered ? "v" + answered : state.selector) + "-scored.csv";
       const counts = summarize(header, rows);
-      out.replaceChildren(
+      put(out,
         h("p", {}, rows.length + (rows.length === 1 ? " applicant" : " applicants") + " scored by " + who + (counts ? ": " + counts + "." : ".")),
         h("p", {}, h("a", { id: "portfolio-download", href: state.portfolioUrl, download: filename }, "Download the scored CSV"), " (" + filename + ")"),
         h(
@@ -666,7 +669,7 @@
   function renderDetails() {
     const v = state.version;
     const created = new Date(v.created_at);
-    $("version-details").replaceChildren(
+    put($("version-details"),
       ...definition("Version", versionLabel(v.version)),
       ...definition("Description", v.description || "none"),
       ...definition("Estimator", h("code", {}, v.estimator)),
@@ -682,7 +685,7 @@
   }
 
   function renderVersions() {
-    $("versions-table").tBodies[0].replaceChildren(
+    put($("versions-table").tBodies[0],
       ...state.model.versions.map((v) =>
         h(
           "tr",
@@ -706,12 +709,14 @@
     renderDetails();
     targetOptions();
     updateCurl();
+    document.body.dataset.version = String(v.version);
+    document.body.dataset.selector = state.selector;
   }
 
   function forgetAnswers() {
     for (const id of ["prediction", "whatif-result", "portfolio-result"]) {
       const out = $(id);
-      out.replaceChildren();
+      put(out);
       delete out.dataset.response;
       delete out.dataset.compareResponse;
       delete out.dataset.status;
