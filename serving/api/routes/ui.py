@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, send_from_directory, url_for
+from werkzeug import Response as BaseResponse
 from werkzeug.exceptions import HTTPException, NotFound
 
 from registry import service
@@ -101,7 +102,7 @@ def models_page() -> str:
 
 
 @blp.get("/ui/")
-def ui_root() -> Response:
+def ui_root() -> BaseResponse:
     return redirect(url_for("ui.models_page"))
 
 
