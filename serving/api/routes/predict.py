@@ -53,7 +53,8 @@ CSV_DOC = {
                     "text (not UTF-8, bad quoting, rows longer or shorter than the header, a column named "
                     "twice) are 422 with the detail under errors.csv.body; rows are numbered as in JSON.",
                 },
-                "example": "age,income,gender,region\r\n35,42000,male,north\r\n52,61000,female,south\r\n",
+                "example": "age,income,loan_amount,term_months,gender,employment,home_ownership\r\n"
+                "35,42000,12000,36,male,salaried,rent\r\n52,61000,30000,60,female,self-employed,own\r\n",
             }
         }
     },
