@@ -21,6 +21,7 @@ class Blueprint(flask_smorest.Blueprint):
     DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {  # noqa: RUF012
         **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
         "multipart": "multipart/form-data",
+        "json_or_csv": "application/json",  # text/csv is documented beside it (routes/predict.py)
     }
 
     def errors(self, *codes: int) -> Callable[[F], F]:

@@ -13,6 +13,7 @@ from gunicorn.http.errors import ParseException
 from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
 
+from serving.api.csvbody import CSV_MIMETYPE, parse_csv, return_probabilities_query
 from serving.api.errors import RequestError
 from serving.api.schemas import FieldProblem
 from serving.api.strictjson import InvalidJSON, loads_strict
@@ -68,7 +69,11 @@ class StrictJSONParser(FlaskParser):
     Adds the location "multipart": the files and form fields of one multipart body.
     """
 
-    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}  # noqa: RUF012 - as webargs declares it
+    __location_map__ = {  # noqa: RUF012 - as webargs declares it
+        **FlaskParser.__location_map__,
+        "multipart": "load_multipart",
+        "json_or_csv": "load_json_or_csv",
+    }
 
     def load_multipart(self, req: flask.Request, schema: Any) -> Any:
         with broken_framing_is_400():
@@ -103,6 +108,15 @@ class StrictJSONParser(FlaskParser):
     def load_json(self, req: flask.Request, schema: Any) -> Any:
         if req.mimetype and not is_json_mimetype(req.mimetype):
             raise RequestError(415, f"Send the body as application/json, not {req.mimetype}.")
+        return parse_json_body(read_body(req))
+
+    def load_json_or_csv(self, req: flask.Request, schema: Any) -> Any:
+        """A JSON body, or a CSV one (text/csv) as {"data": TextTable, "return_probabilities": from the query}."""
+        if req.mimetype == CSV_MIMETYPE:
+            table = parse_csv(read_body(req), req.mimetype_params.get("charset"))
+            return {"data": table, "return_probabilities": return_probabilities_query(req.args)}
+        if req.mimetype and not is_json_mimetype(req.mimetype):
+            raise RequestError(415, f"Send the body as application/json or text/csv, not {req.mimetype}.")
         return parse_json_body(read_body(req))
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from model_store.features import FeatureSpec, FeatureType
 from serving.inference.errors import InvalidRows, TooManyRows
+from serving.inference.texttable import TextTable, Unreadable
 
 _MISSING = object()
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -155,6 +156,9 @@ class InputSchema:
                     {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)},
                 )
             return {k: [v] for k, v in data.items()}, 1, {}
+        if isinstance(data, TextTable):
+            self._check_rows(len(data.rows))
+            return data.columns(self.by_name), len(data.rows), {}
         if isinstance(data, list):
             self._check_rows(len(data))
             columns: dict[str, list[Any]] = {}
@@ -231,6 +235,10 @@ class InputSchema:
                 continue
             values: list[Any] = []
             for row, value in enumerate(column):
+                if type(value) is Unreadable:  # a CSV field not of the feature's type
+                    problem(row, name, value.problem)
+                    values.append(None)
+                    continue
                 if value is _MISSING or value is None:
                     if feature.required:
                         problem(row, name, "Missing feature." if value is _MISSING else "Must not be null.")

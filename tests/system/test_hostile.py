@@ -212,6 +212,8 @@ VALID_JSON: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/models/{name}/versions/{selector}/predict"): {"data": CREDIT_ROW},
     ("POST", "/api/models/{name}/predict"): {"data": CREDIT_ROW},
     ("POST", "/api"): {"data": CREDIT_ROW},
+    ("POST", "/api/models/{name}/versions/{selector}/whatif"): {"data": CREDIT_ROW, "points": 3},
+    ("POST", "/api/models/{name}/whatif"): {"data": CREDIT_ROW, "points": 3},
     ("PATCH", "/api/admin/models/{name}"): {"description": "changed by a hostile request"},
     ("PUT", "/api/admin/models/{name}/aliases/{alias}"): {"version": 2},
     ("POST", "/v2/models/{name}/infer"): V2_INPUTS,
@@ -225,6 +227,7 @@ class Operation:
     template: str
     body: str  # "json", "multipart" or ""
     paginated: bool
+    csv: bool = False  # also takes text/csv (the path-based predict routes, API v1.1)
 
     def __str__(self) -> str:
         return f"{self.method} {self.template}"
@@ -269,7 +272,8 @@ def operations(spec: dict[str, Any]) -> list[Operation]:
             content = operation.get("requestBody", {}).get("content", {})
             body = "multipart" if "multipart/form-data" in content else "json" if content else ""
             names = {p.get("name") for p in operation.get("parameters", []) + item.get("parameters", [])}
-            found.append(Operation(method.upper(), template, body, {"page", "page_size"} <= names))
+            paginated = {"page", "page_size"} <= names
+            found.append(Operation(method.upper(), template, body, paginated, csv="text/csv" in content))
     return found
 
 
@@ -715,6 +719,99 @@ def send_bad_json(battery: Battery, ops: list[Operation]) -> None:
                 )
 
 
+# What-if's own fields (API v1.1), each wrong: 422.
+BAD_WHATIF: dict[str, dict[str, Any]] = {
+    "unknown feature": {"features": ["zip"]},
+    "a feature twice": {"features": ["age", "age"]},
+    "no features": {"features": []},
+    "10,001 features": {"features": ["age"] * 10_001},
+    "a feature that is a number": {"features": [1]},
+    "a feature with NUL": {"features": ["a\x00ge"]},
+    "a lone surrogate feature": {"features": ["\ud800"]},
+    "points 1": {"points": 1},
+    "points 201": {"points": 201},
+    "points 2**70": {"points": 2**70},
+    "points 1.5": {"points": 1.5},
+    "points true": {"points": True},
+    "range of an unknown feature": {"ranges": {"zip": [0, 1]}},
+    "range of a string": {"ranges": {"gender": [0, 1]}},
+    "range low == high": {"ranges": {"age": [30, 30]}},
+    "range of one number": {"ranges": {"age": [30]}},
+    "range of strings": {"ranges": {"age": ["a", "b"]}},
+    "range 1e400": {"ranges": {"age": [0, NUMBER_TOKEN]}},
+    "range 4,000 digits": {"ranges": {"age": [0, 10**3999]}},
+    "ranges a list": {"ranges": [[0, 1]]},
+    "target not a class": {"target": "7"},
+    "target a number": {"target": 1},
+    "target NUL": {"target": "1\x00"},
+    "two baseline rows": {"data": [CREDIT_ROW, CREDIT_ROW]},
+    "no baseline rows": {"data": []},
+    "a baseline of columns": {"data": {k: [v, v] for k, v in CREDIT_ROW.items()}},
+    "an unknown field": {"surprise": 1},
+}
+CSV_ROW = ",".join(str(v) for v in CREDIT_ROW.values())
+CSV_HEADER = ",".join(CREDIT_ROW)
+# Bad CSV bodies (API v1.1): each a 422 in the contract's JSON.
+BAD_CSV: dict[str, bytes] = {
+    "empty": b"",
+    "a byte order mark alone": "\ufeff".encode(),
+    "not UTF-8": f"{CSV_HEADER}\n35,42000,m\xe4le,north\n".encode("latin-1"),
+    "a lone surrogate (CESU bytes)": f"{CSV_HEADER}\n".encode() + b"35,1,\xed\xa0\x80,north\n",
+    "an open quote": f'{CSV_HEADER}\n35,42000,"male,north\n'.encode(),
+    "a row too long": f"{CSV_HEADER}\n{CSV_ROW},x\n".encode(),
+    "a row too short": f"{CSV_HEADER}\n35,42000\n".encode(),
+    "a column twice": f"{CSV_HEADER},age\n{CSV_ROW},35\n".encode(),
+    "a header alone": f"{CSV_HEADER}\n".encode(),
+    "an unknown column": f"{CSV_HEADER},zip\n{CSV_ROW},1\n".encode(),
+    "a missing column": b"age,income\n35,42000\n",
+    "nan": f"{CSV_HEADER}\n".encode() + CSV_ROW.replace("42000.0", "nan").encode() + b"\n",
+    "1e999": f"{CSV_HEADER}\n".encode() + CSV_ROW.replace("42000.0", "1e999").encode() + b"\n",
+    "4,000 digits": f"{CSV_HEADER}\n".encode() + CSV_ROW.replace("42000.0", "9" * 4000).encode() + b"\n",
+    "1_000": f"{CSV_HEADER}\n".encode() + CSV_ROW.replace("42000.0", "1_000").encode() + b"\n",
+    "NUL in a number": f"{CSV_HEADER}\n".encode() + CSV_ROW.replace("42000.0", "42\x00").encode() + b"\n",
+    "a value not allowed": f"{CSV_HEADER}\n".encode() + CSV_ROW.replace("male", "robot").encode() + b"\n",
+    "a field of 200,000 characters": f"{CSV_HEADER}\n35,42000,{'m' * 200_000},north\n".encode(),
+    "100,000 columns": (",".join(f"c{i}" for i in range(100_000)) + "\n" + "1," * 99_999 + "1\n").encode(),
+    "JSON sent as CSV": json.dumps({"data": CREDIT_ROW}).encode(),
+}
+
+
+def send_bad_v11_bodies(battery: Battery, ops: list[Operation]) -> None:
+    """What-if's fields and CSV bodies (API v1.1): 422 (413 past a limit, 415 for another
+    charset) in the contract's JSON, never a 5xx."""
+    for op in ops:
+        if op.template.endswith("/whatif"):
+            for what, change in BAD_WHATIF.items():
+                battery.send(f"what-if: {what}", op.method, op.target(), {422}, body=dumps({**op.valid_json, **change}))
+        if not op.csv:
+            continue
+        for what, body in BAD_CSV.items():
+            battery.send(f"CSV body: {what}", op.method, op.target(), {422}, body=body, content_type="text/csv")
+        good = f"{CSV_HEADER}\n{CSV_ROW}\n".encode()
+        battery.send("CSV body: right", op.method, op.target(), {200}, body=good, content_type="text/csv")
+        battery.send(
+            "CSV body: Latin-1", op.method, op.target(), {415}, body=good, content_type="text/csv; charset=latin-1"
+        )
+        battery.send(
+            "CSV body: return_probabilities=maybe",
+            op.method,
+            op.target() + "?return_probabilities=maybe",
+            {422},
+            body=good,
+            content_type="text/csv",
+        )
+        rows = f"{CSV_HEADER}\n".encode() + f"{CSV_ROW}\n".encode() * 10_001  # one over the row limit
+        battery.send("CSV body: 10,001 rows", op.method, op.target(), {413}, body=rows, content_type="text/csv")
+        battery.send(
+            "CSV body: over the byte limit",
+            op.method,
+            op.target(),
+            {413},
+            body=good * (MAX_REQUEST_BYTES // len(good) + 1),
+            content_type="text/csv",
+        )
+
+
 def send_forged_tokens(battery: Battery, ops: list[Operation]) -> None:
     """401 with a Bearer challenge on every admin route (and, on the reader server, every read)."""
     for op in ops:
@@ -1015,6 +1112,7 @@ def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(s
     send_bad_path_values(battery, ops)
     send_bad_body_values(battery, ops)
     send_bad_json(battery, ops)
+    send_bad_v11_bodies(battery, ops)
     send_forged_tokens(battery, ops)
     send_oversized(battery, ops)
     send_malformed_http(battery)

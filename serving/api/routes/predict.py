@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 from flask.views import MethodView
 from sqlalchemy import select
 
@@ -14,6 +14,7 @@ from registry.models import RegisteredModel
 from registry.names import LATEST
 from serving.api.blueprint import Blueprint
 from serving.api.context import runtime
+from serving.api.csvbody import CSV_MIMETYPE, render_csv, wants_csv
 from serving.api.schemas import (
     DefaultModelSchema,
     DefaultPredictSchema,
@@ -23,6 +24,7 @@ from serving.api.schemas import (
     WhatIfResponseSchema,
     WhatIfSchema,
 )
+from serving.inference.texttable import TextTable
 from serving.inference.whatif import WhatIfRequest, what_if
 
 blp = Blueprint("predict", __name__, url_prefix="/api", description="Predictions")
@@ -31,8 +33,55 @@ PREDICT_ERRORS = (400, 401, 404, 413, 415, 422, 503, 504)
 
 
 def _predict(name: str, selector: object, body: dict[str, Any]) -> Response:
-    prediction = runtime().predict(name, selector, body["data"], body["return_probabilities"])
+    data = body["data"]
+    prediction = runtime().predict(name, selector, data, body["return_probabilities"])
+    if type(data) is TextTable and wants_csv(request):
+        return Response(render_csv(data, prediction), mimetype=CSV_MIMETYPE)
     return jsonify(prediction.as_json())
+
+
+# The path-based routes also take and answer CSV (the contract's v1.1 "CSV in and out").
+CSV_DOC = {
+    "requestBody": {
+        "content": {
+            CSV_MIMETYPE: {
+                "schema": {
+                    "type": "string",
+                    "description": "RFC 4180, UTF-8: a header row of feature names, then one row per record; "
+                    "an empty field is a missing value; each field is read as its feature's type "
+                    "(booleans: true/false, any case; an integer may be written 35.0). Problems with the "
+                    "text (not UTF-8, bad quoting, rows longer or shorter than the header, a column named "
+                    "twice) are 422 with the detail under errors.csv.body; rows are numbered as in JSON.",
+                },
+                "example": "age,income,loan_amount,term_months,gender,employment,home_ownership\r\n"
+                "35,42000,12000,36,male,salaried,rent\r\n52,61000,30000,60,female,self-employed,own\r\n",
+            }
+        }
+    },
+    "parameters": [
+        {
+            "in": "query",
+            "name": "return_probabilities",
+            "schema": {"type": "boolean", "default": False},
+            "description": "For a CSV body: also answer the class probabilities (a JSON body says it in the body)",
+        }
+    ],
+    "responses": {
+        "200": {
+            "content": {
+                # apispec turns the documented schema into content only when there is none
+                "application/json": {"schema": PredictResponseSchema},
+                CSV_MIMETYPE: {
+                    "schema": {
+                        "type": "string",
+                        "description": "With a CSV body and Accept: text/csv: the input columns as sent, then "
+                        "`prediction`, then `probability_<class>` per class when asked for",
+                    }
+                },
+            }
+        }
+    },
+}
 
 
 def default_model_name() -> str:
@@ -63,7 +112,8 @@ class Predict(MethodView):
 
 @blp.route("/models/<name>/versions/<selector>/predict")
 class PredictVersion(MethodView):
-    @blp.arguments(PathPredictSchema)
+    @blp.arguments(PathPredictSchema, location="json_or_csv")
+    @blp.doc(**CSV_DOC)
     @blp.alt_response(200, schema=PredictResponseSchema, success=True, description="Predictions")
     @blp.errors(*PREDICT_ERRORS)
     def post(self, body: dict[str, Any], name: str, selector: str) -> Response:
@@ -73,7 +123,8 @@ class PredictVersion(MethodView):
 
 @blp.route("/models/<name>/predict")
 class PredictLatest(MethodView):
-    @blp.arguments(PathPredictSchema)
+    @blp.arguments(PathPredictSchema, location="json_or_csv")
+    @blp.doc(**CSV_DOC)
     @blp.alt_response(200, schema=PredictResponseSchema, success=True, description="Predictions")
     @blp.errors(*PREDICT_ERRORS)
     def post(self, body: dict[str, Any], name: str) -> Response:
