@@ -528,16 +528,19 @@
     downloadText(text, page.model + "-applicants.csv");
   }
 
+  /** Each problem of a refused CSV: rows (errors.json.data) or the text itself (errors.csv.body). */
   function portfolioErrors(answer) {
     const items = [];
-    const data = answer.data && answer.data.errors && answer.data.errors.json && answer.data.errors.json.data;
-    if (data && typeof data === "object") {
-      for (const [key, value] of Object.entries(data)) {
-        if (/^\d+$/.test(key) && value && typeof value === "object" && !Array.isArray(value)) {
-          for (const [name, messages] of Object.entries(value)) {
-            items.push("Row " + (Number(key) + 1) + " (line " + (Number(key) + 2) + "), " + name + ": " + [].concat(messages).join(" "));
-          }
-        } else items.push(key + ": " + [].concat(value).join(" "));
+    const errors = (answer.data && answer.data.errors) || {};
+    const rows = (errors.json && errors.json.data) || (errors.csv && errors.csv.body);
+    const row = (key) => "Row " + (Number(key) + 1) + " (line " + (Number(key) + 2) + " of the file)";
+    if (Array.isArray(rows)) rows.forEach((message) => items.push(String(message)));
+    else if (rows && typeof rows === "object") {
+      for (const [key, value] of Object.entries(rows)) {
+        const where = /^\d+$/.test(key) ? row(key) : key;
+        if (value && typeof value === "object" && !Array.isArray(value)) {
+          for (const [name, messages] of Object.entries(value)) items.push(where + ", " + name + ": " + [].concat(messages).join(" "));
+        } else items.push(where + ": " + [].concat(value).join(" "));
       }
     }
     return items;
@@ -594,10 +597,10 @@
       delete out.dataset.response;
       const csv = await response.text();
       const [header, ...rows] = parseCSV(csv).filter((r) => r.length > 1 || r[0] !== "");
-      const answered = response.headers.get("X-Model-Version");
-      const who = answered ? versionLabel(Number(answered)) : state.selector;
+      // A CSV answer does not say which version answered: the picker's choice, as last resolved.
+      const who = state.selector + (/^\d+$/.test(state.selector) ? "" : " (" + versionLabel(state.version.version) + ")");
       state.portfolioUrl = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
-      const filename = page.model + "-" + (answered ? "v" + answered : state.selector) + "-scored.csv";
+      const filename = page.model + "-" + state.selector + "-scored.csv";
       const counts = summarize(header, rows);
       put(out,
         h("p", {}, rows.length + (rows.length === 1 ? " applicant" : " applicants") + " scored by " + who + (counts ? ": " + counts + "." : ".")),
