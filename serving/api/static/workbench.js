@@ -286,6 +286,30 @@
   }
 
   // -- what if -------------------------------------------------------------------------------
+  let chartScripts = null;
+
+  /** Load uPlot and whatif-chart.js (page.charts, in order) once; resolves when they have run. */
+  function chartsReady() {
+    if (!chartScripts) {
+      chartScripts = page.charts.reduce(
+        (previous, src) =>
+          previous.then(
+            () =>
+              new Promise((resolve, reject) => {
+                const script = h("script", { src });
+                script.addEventListener("load", resolve);
+                script.addEventListener("error", () => reject(new Error("Could not load " + src)));
+                document.head.append(script);
+              }),
+          ),
+        Promise.resolve(),
+      ).catch((error) => {
+        chartScripts = null; // try again next time
+        throw error;
+      });
+    }
+    return chartScripts;
+  }
   function targetOptions() {
     const control = $("whatif-target-control");
     const select = $("whatif-target");
@@ -449,10 +473,10 @@
       const compareData = compare && compare.ok ? compare.data : null;
       const score = (b) => (b.score === null ? "" : ", score " + show(b.score));
       const summary = [
-        h("p", {}, "The form's applicant: ", h("strong", {}, show(data.baseline.prediction)), score(data.baseline), " (" + versionLabel(data.version) + ")."),
+        h("p", {}, versionLabel(data.version) + " answers ", h("strong", {}, show(data.baseline.prediction)), score(data.baseline) + " for the form's applicant."),
       ];
       if (compareData) {
-        summary.push(h("p", {}, versionLabel(compareData.version) + ": ", h("strong", {}, show(compareData.baseline.prediction)), score(compareData.baseline) + "."));
+        summary.push(h("p", {}, versionLabel(compareData.version) + " answers ", h("strong", {}, show(compareData.baseline.prediction)), score(compareData.baseline) + "."));
       } else if (compare) {
         summary.push(h("p", { class: "error-message" }, "The other version did not answer: " + errorMessage(compare)));
       }
@@ -464,6 +488,12 @@
         h("h3", {}, "How each feature moves the score, largest swing first"),
         h("div", { class: "figures" }, figures),
       );
+      try {
+        await chartsReady();
+      } catch (error) {
+        out.append(h("p", { class: "error-message" }, error.message + ": no charts, the numbers are in the tables."));
+        return;
+      }
       for (const figure of figures) {
         if (figure.pendingChart) window.maas.drawWhatIf(figure.querySelector(".chart"), figure.pendingChart);
       }
@@ -598,7 +628,7 @@
       const csv = await response.text();
       const [header, ...rows] = parseCSV(csv).filter((r) => r.length > 1 || r[0] !== "");
       // A CSV answer does not say which version answered: the picker's choice, as last resolved.
-      const who = state.selector + (/^\d+$/.test(state.selector) ? "" : " (" + versionLabel(state.version.version) + ")");
+      const who = versionLabel(state.version.version);
       state.portfolioUrl = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
       const filename = page.model + "-" + state.selector + "-scored.csv";
       const counts = summarize(header, rows);
@@ -615,7 +645,9 @@
             h(
               "tbody",
               {},
-              rows.slice(0, TABLE_ROWS).map((row) => h("tr", {}, row.map((cell) => h("td", {}, cell)))),
+              rows.slice(0, TABLE_ROWS).map((row) =>
+                h("tr", {}, row.map((cell, i) => h("td", {}, header[i].startsWith("probability_") && cell !== "" ? show(Number(cell)) : cell))),
+              ),
             ),
           ),
         ),
@@ -783,6 +815,9 @@
     $("csv-template").addEventListener("click", downloadTemplate);
     $("copy-curl").addEventListener("click", copyCurl);
     document.body.dataset.ready = "true";
+    // The charts' scripts, fetched once the page has painted and is idle, ready for the first what-if.
+    const later = window.requestIdleCallback || ((f) => setTimeout(f, 200));
+    later(() => chartsReady().catch(() => {}));
   }
 
   start();
