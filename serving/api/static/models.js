@@ -58,7 +58,7 @@
     try {
       if (!initial || models.length >= PAGE_SIZE) models = models.concat(await fetchModels(initial ? 2 : 1));
     } catch (error) {
-      status.textContent = error.message;
+      put(status, error.message + " ", h("button", { type: "button", onclick: () => location.reload() }, "Try again"));
       return;
     }
     put(body, models.map(row));

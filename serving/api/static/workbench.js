@@ -28,8 +28,10 @@
       a === "production" ? -1 : b === "production" ? 1 : a < b ? -1 : a > b ? 1 : 0,
     );
     const options = aliases.map((alias) => ({ value: alias, label: alias + " (v" + model.aliases[alias] + ")" }));
-    if (model.latest_version !== null) options.push({ value: "latest", label: "latest (v" + model.latest_version + ")" });
-    for (const version of model.versions) options.push({ value: String(version.version), label: "v" + version.version });
+    if (model.latest_version !== null)
+      options.push({ value: "latest", label: "latest (v" + model.latest_version + ")" });
+    for (const version of model.versions)
+      options.push({ value: String(version.version), label: "v" + version.version });
     return options;
   }
 
@@ -47,13 +49,15 @@
 
   function fillPickers() {
     const options = pickerOptions(state.model);
-    put($("version-picker"),
+    put(
+      $("version-picker"),
       ...options.map((o) => h("option", { value: o.value, selected: o.value === state.selector }, o.label)),
     );
     $("version-picker").disabled = false;
     const compare = $("whatif-compare");
     const kept = compare.value;
-    put(compare,
+    put(
+      compare,
       h("option", { value: "" }, "no other version"),
       ...options
         .filter((o) => o.value !== state.selector)
@@ -142,7 +146,8 @@
 
   function valueOf(field) {
     const { feature, input } = field;
-    if (feature.allowed && feature.allowed.length) return input.value === "" ? null : feature.allowed[Number(input.value)];
+    if (feature.allowed && feature.allowed.length)
+      return input.value === "" ? null : feature.allowed[Number(input.value)];
     if (feature.type === "boolean") return input.checked;
     if (feature.type === "number" || feature.type === "integer") {
       if (input.value.trim() === "") return null;
@@ -185,6 +190,7 @@
       return field;
     });
     put($("fields"), ...state.fields.map((f) => f.box));
+    $("form-note").hidden = firstRecord(state.version.example, features) !== null;
     clearFieldErrors();
   }
 
@@ -248,7 +254,11 @@
         const percent = p === null || p === undefined ? 0 : p * 100;
         return h(
           "div",
-          { class: "bar-row" + (label === String(predicted) ? " predicted" : ""), role: "listitem", "data-class": label },
+          {
+            class: "bar-row" + (label === String(predicted) ? " predicted" : ""),
+            role: "listitem",
+            "data-class": label,
+          },
           h("span", { class: "bar-label" }, label),
           h("span", { class: "bar-track" }, h("span", { class: "bar", style: "width: " + percent.toFixed(2) + "%" })),
           h("span", { class: "bar-value", "data-probability": p }, p === null ? "n/a" : percent.toFixed(1) + " %"),
@@ -270,9 +280,16 @@
     if (answer.ok) {
       clearFieldErrors();
       const prediction = answer.data.predictions[0];
-      put(out,
+      put(
+        out,
         h("p", { class: "answer" }, "Prediction: ", h("strong", { class: "prediction-value" }, show(prediction))),
-        h("p", { class: "answered-by" }, "Answered by ", h("strong", {}, versionLabel(answer.data.version)), " of " + answer.data.model + "."),
+        h(
+          "p",
+          { class: "answered-by" },
+          "Answered by ",
+          h("strong", {}, versionLabel(answer.data.version)),
+          " of " + answer.data.model + ".",
+        ),
         answer.data.probabilities ? probabilityBars(answer.data.probabilities[0], prediction) : null,
       );
       out.classList.remove("failed");
@@ -291,22 +308,24 @@
   /** Load uPlot and whatif-chart.js (page.charts, in order) once; resolves when they have run. */
   function chartsReady() {
     if (!chartScripts) {
-      chartScripts = page.charts.reduce(
-        (previous, src) =>
-          previous.then(
-            () =>
-              new Promise((resolve, reject) => {
-                const script = h("script", { src });
-                script.addEventListener("load", resolve);
-                script.addEventListener("error", () => reject(new Error("Could not load " + src)));
-                document.head.append(script);
-              }),
-          ),
-        Promise.resolve(),
-      ).catch((error) => {
-        chartScripts = null; // try again next time
-        throw error;
-      });
+      chartScripts = page.charts
+        .reduce(
+          (previous, src) =>
+            previous.then(
+              () =>
+                new Promise((resolve, reject) => {
+                  const script = h("script", { src });
+                  script.addEventListener("load", resolve);
+                  script.addEventListener("error", () => reject(new Error("Could not load " + src)));
+                  document.head.append(script);
+                }),
+            ),
+          Promise.resolve(),
+        )
+        .catch((error) => {
+          chartScripts = null; // try again next time
+          throw error;
+        });
     }
     return chartScripts;
   }
@@ -324,7 +343,8 @@
     const points = Math.min(200, Math.max(2, parseInt($("whatif-points").value, 10) || 25));
     const body = { data: record, points };
     const target = $("whatif-target").value;
-    if (version.has_predict_proba && version.classes && version.classes.map(String).includes(target)) body.target = target;
+    if (version.has_predict_proba && version.classes && version.classes.map(String).includes(target))
+      body.target = target;
     return body;
   }
 
@@ -337,7 +357,12 @@
   }
 
   function isCategorical(feature) {
-    return !feature || feature.type === "boolean" || feature.type === "string" || Boolean(feature.allowed && feature.allowed.length);
+    return (
+      !feature ||
+      feature.type === "boolean" ||
+      feature.type === "string" ||
+      Boolean(feature.allowed && feature.allowed.length)
+    );
   }
 
   function flipList(answer, record) {
@@ -348,9 +373,17 @@
           "li",
           { "data-feature": f.name, "data-value": JSON.stringify(f.flip.value) },
           h("span", {}, h("strong", {}, f.name), ": " + show(f.flip.value) + " instead of " + show(record[f.name])),
-          h("span", { class: "muted" }, " gives " + show(f.flip.prediction) + (f.flip.score === null ? "" : " (score " + show(f.flip.score) + ")")),
+          h(
+            "span",
+            { class: "muted" },
+            " gives " + show(f.flip.prediction) + (f.flip.score === null ? "" : " (score " + show(f.flip.score) + ")"),
+          ),
           " ",
-          h("button", { type: "button", class: "small", onclick: () => applyFlip(f.name, f.flip.value) }, "Put it in the form"),
+          h(
+            "button",
+            { type: "button", class: "small", onclick: () => applyFlip(f.name, f.flip.value) },
+            "Put it in the form",
+          ),
         ),
       );
     return items.length
@@ -388,7 +421,12 @@
       h(
         "thead",
         {},
-        h("tr", {}, h("th", { scope: "col" }, name), curves.map((c) => [h("th", { scope: "col" }, c.label + " prediction"), h("th", { scope: "col" }, "score")])),
+        h(
+          "tr",
+          {},
+          h("th", { scope: "col" }, name),
+          curves.map((c) => [h("th", { scope: "col" }, c.label + " prediction"), h("th", { scope: "col" }, "score")]),
+        ),
       ),
       h(
         "tbody",
@@ -401,7 +439,10 @@
             h("th", { scope: "row" }, show(row.value)),
             curves.map((_, c) => {
               const cell = row.cells[c];
-              return [h("td", {}, cell ? show(cell[0]) : ""), h("td", {}, cell && cell[1] !== null ? show(cell[1]) : "")];
+              return [
+                h("td", {}, cell ? show(cell[0]) : ""),
+                h("td", {}, cell && cell[1] !== null ? show(cell[1]) : ""),
+              ];
             }),
           );
         }),
@@ -435,7 +476,13 @@
         numeric: !isCategorical(spec),
         yLabel: answer.target === null || answer.target === undefined ? "prediction" : "P(" + answer.target + ")",
         yRange: state.version.has_predict_proba ? [0, 1] : null,
-        curves: scored.map((c) => ({ label: c.label, color: c.color, dash: c.dash, values: c.feature.values, scores: c.feature.scores })),
+        curves: scored.map((c) => ({
+          label: c.label,
+          color: c.color,
+          dash: c.dash,
+          values: c.feature.values,
+          scores: c.feature.scores,
+        })),
         baseline: record[feature.name] === null ? null : { value: record[feature.name], score: answer.baseline.score },
       };
     } else {
@@ -471,20 +518,37 @@
       clearFieldErrors();
       const data = answer.data;
       const compareData = compare && compare.ok ? compare.data : null;
-      const score = (b) => (b.score === null ? "" : ", score " + show(b.score));
+      // The score of a classifier (a class's probability); a model of numbers' score is its answer.
+      const score = (a) => (a.target === null || a.baseline.score === null ? "" : ", score " + show(a.baseline.score));
       const summary = [
-        h("p", {}, versionLabel(data.version) + " answers ", h("strong", {}, show(data.baseline.prediction)), score(data.baseline) + " for the form's applicant."),
+        h(
+          "p",
+          {},
+          versionLabel(data.version) + " answers ",
+          h("strong", {}, show(data.baseline.prediction)),
+          score(data) + " for the form's applicant.",
+        ),
       ];
       if (compareData) {
-        summary.push(h("p", {}, versionLabel(compareData.version) + " answers ", h("strong", {}, show(compareData.baseline.prediction)), score(compareData.baseline) + "."));
+        summary.push(
+          h(
+            "p",
+            {},
+            versionLabel(compareData.version) + " answers ",
+            h("strong", {}, show(compareData.baseline.prediction)),
+            score(compareData) + ".",
+          ),
+        );
       } else if (compare) {
         summary.push(h("p", { class: "error-message" }, "The other version did not answer: " + errorMessage(compare)));
       }
       const figures = data.features.map((f, i) => featureFigure(f, i, data, compareData, record));
-      put(out,
+      // A model of numbers answers another number for nearly every value: no decision to change.
+      const decides = Boolean(state.version.classes);
+      put(
+        out,
         ...summary,
-        h("h3", {}, "What would change the decision"),
-        flipList(data, record),
+        decides ? [h("h3", {}, "What would change the decision"), flipList(data, record)] : null,
         h("h3", {}, "How each feature moves the score, largest swing first"),
         h("div", { class: "figures" }, figures),
       );
@@ -569,7 +633,8 @@
       for (const [key, value] of Object.entries(rows)) {
         const where = /^\d+$/.test(key) ? row(key) : key;
         if (value && typeof value === "object" && !Array.isArray(value)) {
-          for (const [name, messages] of Object.entries(value)) items.push(where + ", " + name + ": " + [].concat(messages).join(" "));
+          for (const [name, messages] of Object.entries(value))
+            items.push(where + ", " + name + ": " + [].concat(messages).join(" "));
         } else items.push(where + ": " + [].concat(value).join(" "));
       }
     }
@@ -617,9 +682,16 @@
         const answer = { ok: false, status: response.status, data };
         out.dataset.response = JSON.stringify(data);
         const problems = portfolioErrors(answer);
-        put(out,
+        put(
+          out,
           h("p", { class: "error-message" }, errorMessage(answer)),
-          problems.length ? h("ul", { class: "problems" }, problems.slice(0, 50).map((p) => h("li", {}, p))) : null,
+          problems.length
+            ? h(
+                "ul",
+                { class: "problems" },
+                problems.slice(0, 50).map((p) => h("li", {}, p)),
+              )
+            : null,
           problems.length > 50 ? h("p", { class: "muted" }, problems.length - 50 + " more problems not shown.") : null,
         );
         return;
@@ -632,26 +704,60 @@
       state.portfolioUrl = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
       const filename = page.model + "-" + state.selector + "-scored.csv";
       const counts = summarize(header, rows);
-      put(out,
-        h("p", {}, rows.length + (rows.length === 1 ? " applicant" : " applicants") + " scored by " + who + (counts ? ": " + counts + "." : ".")),
-        h("p", {}, h("a", { id: "portfolio-download", href: state.portfolioUrl, download: filename }, "Download the scored CSV"), " (" + filename + ")"),
+      put(
+        out,
+        h(
+          "p",
+          {},
+          rows.length +
+            (rows.length === 1 ? " applicant" : " applicants") +
+            " scored by " +
+            who +
+            (counts ? ": " + counts + "." : "."),
+        ),
+        h(
+          "p",
+          {},
+          h("a", { id: "portfolio-download", href: state.portfolioUrl, download: filename }, "Download the scored CSV"),
+          " (" + filename + ")",
+        ),
         h(
           "div",
           { class: "table-wrap" },
           h(
             "table",
             { id: "portfolio-table", class: "scored" },
-            h("thead", {}, h("tr", {}, header.map((name) => h("th", { scope: "col" }, name)))),
+            h(
+              "thead",
+              {},
+              h(
+                "tr",
+                {},
+                header.map((name) => h("th", { scope: "col" }, name)),
+              ),
+            ),
             h(
               "tbody",
               {},
               rows.slice(0, TABLE_ROWS).map((row) =>
-                h("tr", {}, row.map((cell, i) => h("td", {}, header[i].startsWith("probability_") && cell !== "" ? show(Number(cell)) : cell))),
+                h(
+                  "tr",
+                  {},
+                  row.map((cell, i) =>
+                    h("td", {}, header[i].startsWith("probability_") && cell !== "" ? show(Number(cell)) : cell),
+                  ),
+                ),
               ),
             ),
           ),
         ),
-        rows.length > TABLE_ROWS ? h("p", { class: "muted" }, "The first " + TABLE_ROWS + " rows are shown; the download has all " + rows.length + ".") : null,
+        rows.length > TABLE_ROWS
+          ? h(
+              "p",
+              { class: "muted" },
+              "The first " + TABLE_ROWS + " rows are shown; the download has all " + rows.length + ".",
+            )
+          : null,
       );
     } finally {
       button.disabled = false;
@@ -698,13 +804,20 @@
 
   function mapList(map) {
     const entries = Object.entries(map || {});
-    return entries.length ? h("ul", { class: "plain" }, entries.map(([k, v]) => h("li", {}, k + ": " + v))) : "none";
+    return entries.length
+      ? h(
+          "ul",
+          { class: "plain" },
+          entries.map(([k, v]) => h("li", {}, k + ": " + v)),
+        )
+      : "none";
   }
 
   function renderDetails() {
     const v = state.version;
     const created = new Date(v.created_at);
-    put($("version-details"),
+    put(
+      $("version-details"),
       ...definition("Version", versionLabel(v.version)),
       ...definition("Description", v.description || "none"),
       ...definition("Estimator", h("code", {}, v.estimator)),
@@ -712,7 +825,11 @@
       ...definition("Format", v.format),
       ...definition("Size", show(v.size_bytes) + " bytes"),
       ...definition("SHA-256", h("code", { class: "digest" }, v.sha256)),
-      ...definition("Created", h("time", { datetime: v.created_at }, created.toLocaleString()), " (" + v.created_at + ")"),
+      ...definition(
+        "Created",
+        h("time", { datetime: v.created_at }, created.toLocaleString()),
+        " (" + v.created_at + ")",
+      ),
       ...definition("Library versions", mapList(v.library_versions)),
       ...definition("Tags", mapList(v.tags)),
       ...definition("Features", String(v.features.length)),
@@ -720,7 +837,8 @@
   }
 
   function renderVersions() {
-    put($("versions-table").tBodies[0],
+    put(
+      $("versions-table").tBodies[0],
       ...state.model.versions.map((v) =>
         h(
           "tr",
@@ -740,7 +858,14 @@
     const kind = v.classes ? "a classifier of " + v.classes.length + " classes" : "a model of numbers";
     $("version-summary").textContent = v.estimator.split(".").pop();
     $("page-status").textContent =
-      versionLabel(v.version) + ": " + kind + ", " + v.features.length + " features" + (v.example === null ? "" : "; the form starts from its example") + ".";
+      versionLabel(v.version) +
+      ": " +
+      kind +
+      ", " +
+      v.features.length +
+      " features" +
+      (v.example === null ? "" : "; the form starts from its example") +
+      ".";
     renderDetails();
     targetOptions();
     updateCurl();
@@ -793,7 +918,11 @@
     try {
       data = await load();
     } catch (error) {
-      $("page-status").textContent = error.message;
+      put(
+        $("page-status"),
+        error.message + " ",
+        h("button", { type: "button", onclick: () => location.reload() }, "Try again"),
+      );
       document.querySelectorAll("main > section, nav.sections").forEach((node) => (node.hidden = true));
       return;
     }
