@@ -505,6 +505,20 @@ def test_the_whole_flow_by_keyboard(open_tab: Callable[..., Tab], site: Site) ->
     page.wait_for_selector('body[data-version="2"]')
     assert page.get_attribute('input[name="age"]', "step") == "1"
 
+    # A portfolio typed in, scored and downloaded by keyboard (on v2, the picker's choice now).
+    frame, _ = loans(rows=3, seed=8)
+    frame["age"] = frame["age"].astype(int)  # v2 takes integer ages
+    tab_to(tab, "#portfolio-text")
+    page.keyboard.type(frame.to_csv(index=False, float_format="%.2f"))
+    tab_to(tab, "#portfolio-run")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#portfolio-download")
+    tab_to(tab, "#portfolio-download")
+    with page.expect_download() as download:
+        page.keyboard.press("Enter")
+    scored = pd.read_csv(download.value.path())
+    assert scored["prediction"].tolist() == site.v2.predict(scored[list(frame.columns)]).tolist()
+
     tab_to(tab, "#copy-curl")
     page.keyboard.press("Enter")
     sync_api.expect(page.locator("#copy-status")).not_to_have_text("")
