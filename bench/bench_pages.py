@@ -4,14 +4,15 @@
 
 Prints the size of every static file the pages use (as served, and gzipped for reference: the
 server does not compress), how each reaches the browser, their total (the budget: 300 KB), and the
-size of each page's HTML. Then starts `maas serve --demo` (SQLite, a
-temporary directory, 127.0.0.1, a free port) and loads the demo model's page `--runs` times in
-headless Chromium (/usr/bin/chromium, through playwright), each in a fresh browser context (an
-empty cache), then as many times again with the cache warm (a reload in the same context). For
-each load it reads the browser's own `first-contentful-paint` (the `paint` performance entries)
-and, from the Navigation Timing entry, the time from the request to the HTML's first byte; the
-server's own time for the HTML is its `Server-Timing: app` header. Prints medians and ranges;
-asserts nothing: figures depend on the machine and on what else runs on it.
+size of each page's HTML. Then starts `maas serve --demo` (SQLite, a temporary directory,
+127.0.0.1, a free port) and loads the demo model's page `--runs` times in headless Chromium
+(/usr/bin/chromium, through playwright), each in a fresh browser context (an empty cache), then
+once more each with the cache warm (a reload in the same context). For each load it reads the
+browser's own `first-contentful-paint` (the `paint` performance entries) and, from the Navigation
+Timing entry, the time from the request to the HTML's first byte; the server's own time for the
+HTML is its `Server-Timing: app` header. For scale, the browser's floor: the first paint of a
+fresh context showing `/health/live` (a few bytes of text). Prints medians and ranges; asserts
+nothing: figures depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def weights(server: Server) -> None:
 def summary(label: str, values: list[float]) -> None:
     ordered = sorted(values)
     print(
-        f"{label:<44} median {statistics.median(ordered):7.1f} ms   min {ordered[0]:7.1f}   max {ordered[-1]:7.1f}"
+        f"{label:<52} median {statistics.median(ordered):7.1f} ms   min {ordered[0]:7.1f}   max {ordered[-1]:7.1f}"
         f"   (n={len(ordered)})"
     )
 
@@ -95,6 +96,7 @@ def first_paint(server: Server, runs: int) -> None:
     url = f"{server.url}/ui/models/{DEMO_MODEL}"
     cold: list[dict[str, Any]] = []
     warm: list[dict[str, Any]] = []
+    floor: list[float] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         for run in range(WARMUP_LOADS + runs):
@@ -107,10 +109,18 @@ def first_paint(server: Server, runs: int) -> None:
             page.wait_for_selector("body[data-ready]")
             again = page.evaluate(MEASURE)
             context.close()
+            # The browser's own floor: a fresh context painting a few bytes of text from the server.
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{server.url}/health/live")
+            least = page.evaluate(MEASURE)
+            context.close()
             if run >= WARMUP_LOADS:
                 cold.append(measured)
                 warm.append(again)
+                floor.append(least["fcp"])
         browser.close()
+    summary("first-contentful-paint of /health/live (floor)", floor)
     for label, loads in (("empty cache", cold), ("warm cache (a reload)", warm)):
         summary(f"first-contentful-paint, {label}", [m["fcp"] for m in loads])
         summary(f"HTML: request to first byte, {label}", [m["ttfb"] for m in loads])
