@@ -135,8 +135,11 @@ def test_the_libraries_the_safety_scan_reads_have_an_upper_bound() -> None:
 
 
 def test_the_package_data_that_setup_cfg_names_exists() -> None:
-    """Each name (or glob) under [options.package_data] matches at least one file."""
+    """Each name (or glob) under [options.package_data] matches at least one file, read as
+    setuptools reads the list: one a line when it spans lines (a comma there would be part of
+    the name), else separated by commas."""
     for package, files in setup_cfg()["options.package_data"].items():
-        for name in filter(None, (n.strip() for n in files.split(","))):
+        names = files.splitlines() if "\n" in files.strip() else files.split(",")
+        for name in filter(None, (n.strip() for n in names)):
             matches = [p for p in (REPO / package.replace(".", "/")).glob(name) if p.is_file()]
             assert matches, f"{package}: {name} matches no file"
