@@ -210,10 +210,13 @@ def _feature_answer(
 ) -> dict[str, Any]:
     present = [s for s in scores if s is not None]
     swing = max(present) - min(present) if present else None
-    flips = [i for i, p in enumerate(predictions) if p != base_prediction]
+    base = baseline[sweep.feature.name]
+    # The baseline's own value is no change, whatever the model answers for it: a regressor's
+    # answer for the same row can differ in its last bit between two places in one batch (BLAS
+    # sums blocks of rows in different orders), which must not read as a flip.
+    flips = [i for i, p in enumerate(predictions) if p != base_prediction and sweep.values[i] != base]
     flip = None
     if flips:
-        base = baseline[sweep.feature.name]
         nearest = flips[0]
         if sweep.feature.type.is_numeric and base is not None:
             nearest = min(flips, key=lambda i: abs(sweep.values[i] - base))  # min keeps the first of ties

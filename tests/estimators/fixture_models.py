@@ -21,3 +21,18 @@ class PickyRegressor(RegressorMixin, BaseEstimator):
         if (values < 0).any():
             raise ValueError("negative input at /secret/path/model.py")
         return values.sum(axis=1)
+
+
+class BatchNoiseRegressor(RegressorMixin, BaseEstimator):
+    """Predicts 3·x plus noise in the last bits that depends on the row's place in the batch, as a
+    BLAS kernel that sums blocks of rows in different orders can: the same row gets two answers
+    a few ulps apart in one batch."""
+
+    def fit(self, X: Any, y: Any = None) -> BatchNoiseRegressor:
+        self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        values = np.asarray(X, dtype=float)[:, 0] * 3.0
+        return values + np.arange(len(values)) % 4 * np.spacing(values + 1.0)
