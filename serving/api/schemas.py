@@ -249,21 +249,25 @@ SELECTOR_DOC = {
 }
 
 
+# Two applicants for the demo model (serving/operations/demo.py), as the documents' examples.
+EXAMPLE_COLUMNS = {
+    "age": [35, 52],
+    "income": [42000, 61000],
+    "loan_amount": [12000, 30000],
+    "term_months": [36, 60],
+    "gender": ["male", "female"],
+    "employment": ["salaried", "self-employed"],
+    "home_ownership": ["rent", "own"],
+}
+
+
 class PathPredictSchema(StrictSchema):
     data = fields.Raw(
         required=True,
         metadata={
             "description": "Columns (object of equal-length arrays), one record (object of "
             "scalars), or records (array of objects)",
-            "example": {
-                "age": [35, 52],
-                "income": [42000, 61000],
-                "loan_amount": [12000, 30000],
-                "term_months": [36, 60],
-                "gender": ["male", "female"],
-                "employment": ["salaried", "self-employed"],
-                "home_ownership": ["rent", "own"],
-            },
+            "example": EXAMPLE_COLUMNS,
         },
     )
     return_probabilities = fields.Boolean(load_default=False)
@@ -274,15 +278,7 @@ class WhatIfSchema(StrictSchema):
         required=True,
         metadata={
             "description": "The baseline: exactly one record, checked like a prediction row",
-            "example": {
-                "age": 35,
-                "income": 42000,
-                "loan_amount": 12000,
-                "term_months": 36,
-                "gender": "male",
-                "employment": "salaried",
-                "home_ownership": "rent",
-            },
+            "example": {name: values[0] for name, values in EXAMPLE_COLUMNS.items()},
         },
     )
     features = fields.List(
