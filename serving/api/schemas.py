@@ -250,7 +250,7 @@ SELECTOR_DOC = {
 
 
 # Two applicants for the demo model (serving/operations/demo.py), as the documents' examples.
-EXAMPLE_COLUMNS = {
+EXAMPLE_COLUMNS: dict[str, list[Any]] = {
     "age": [35, 52],
     "income": [42000, 61000],
     "loan_amount": [12000, 30000],
