@@ -147,7 +147,13 @@ class Runner:
         if kind == "invalid":
             return InvalidArtifact(message or "The artifact could not be loaded.")
         if kind == "failed":
-            return PredictionFailed(f"Model {self.label} failed on this input ({message}).")
+            detail = error.get("detail")
+            said = f"{message}: {detail}" if isinstance(detail, str) and detail else message
+            trace = error.get("traceback")
+            if isinstance(trace, str) and trace:
+                # For whoever runs the service: the client is told the class (and a safe message) only.
+                log.warning("%s raised %s; its traceback in the runner:\n%s", self.label, message, trace)
+            return PredictionFailed(f"Model {self.label} failed on this input ({said}).")
         self.kill()
         return RunnerFailed(f"{self.label} cannot be served: its runner answered outside the protocol.")
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
+import traceback
 import warnings
 from typing import Any
 
@@ -52,7 +54,9 @@ def serve(sock: socket.socket) -> None:
         except InvalidArtifact as exc:
             reply = _error("invalid", exc.message)
         except _Failed as exc:
-            reply = _error(exc.kind, _exception_name(exc.exc))
+            reply = _error(
+                exc.kind, _exception_name(exc.exc), detail=_safe_message(exc.exc), traceback=_traceback(exc.exc)
+            )
         except Exception as exc:  # noqa: BLE001 - our own code failing here must still answer
             reply = _error("failed", _exception_name(exc))
         finally:
@@ -73,6 +77,31 @@ def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 def _exception_name(exc: BaseException) -> str:
     name = type(exc).__name__
     return name if isinstance(name, str) and name.isidentifier() and len(name) <= 100 else "Exception"
+
+
+# A message that names a file (a path, a module's location) stays in the server's log only.
+_PATHLIKE = re.compile(r"[/\\][\w.~-]|\.py\b|site-packages")
+MAX_DETAIL = 300
+
+
+def _safe_message(exc: BaseException) -> str | None:
+    """The exception's message for the client: None when empty, too long or holding a path."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - the model's own __str__
+        return None
+    if not message or len(message) > MAX_DETAIL or _PATHLIKE.search(message) or not message.isprintable():
+        return None
+    return message
+
+
+def _traceback(exc: BaseException) -> str:
+    """The whole traceback, for the server's log (the tail when it is longer than a message may be)."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # noqa: BLE001 - formatting calls the model's own __str__/__repr__
+        text = f"{_exception_name(exc)} (its traceback could not be formatted)"
+    return text[-protocol.MAX_STRING :]
 
 
 def _close(fd: int) -> None:

@@ -403,6 +403,33 @@ def test_model_error_is_422_and_next_request_works(make_app: Any, credit_pipelin
     assert client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW}).status_code == 200
 
 
+def test_a_models_exception_tells_the_client_its_class_and_the_log_its_traceback(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.estimators.fixture_models import FussyRegressor
+
+    client = make_app(trusted_modules=("tests",)).test_client()
+    frame = pd.DataFrame({"a": [1.0], "b": [2.0]})
+    assert upload(client, "picky", PickyRegressor().fit(frame)).status_code == 201
+    assert upload(client, "fussy", FussyRegressor().fit(frame)).status_code == 201
+    with caplog.at_level("WARNING", logger="serving.runners.pool"):
+        fussy = client.post("/api/models/fussy/predict", json={"data": {"a": [1, 99], "b": [1, 2]}})
+        picky = client.post("/api/models/picky/predict", json={"data": {"a": -1, "b": 1}})
+    assert fussy.status_code == 422
+    assert fussy.json["message"] == (
+        "Model Version 1 of 'fussy' failed on this input (ValueError: a row sums to more than 100)."
+    )
+    # A message that names a file stays in the log: the client gets the class only.
+    assert picky.status_code == 422
+    assert picky.json["message"] == "Model Version 1 of 'picky' failed on this input (ValueError)."
+    logged = {r.getMessage().split(" raised ")[0]: r.getMessage() for r in caplog.records}
+    assert set(logged) == {"Version 1 of 'fussy'", "Version 1 of 'picky'"}
+    for name, frame_name in (("fussy", "_refuse_large"), ("picky", "predict")):
+        message = logged[f"Version 1 of '{name}'"]
+        assert "Traceback (most recent call last)" in message and f"in {frame_name}" in message, message
+    assert "negative input at /secret/path/model.py" in logged["Version 1 of 'picky'"]
+
+
 # -- artifacts damaged on disk ----------------------------------------------------------------
 def test_damaged_or_vanished_artifact_is_503_for_that_version_only(
     make_app: Any, settings: Any, credit_pipeline: Any, regressor: Any, string_classifier: Any

@@ -36,3 +36,16 @@ class BatchNoiseRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         values = np.asarray(X, dtype=float)[:, 0] * 3.0
         return values + np.arange(len(values)) % 4 * np.spacing(values + 1.0)
+
+
+def _refuse_large(values: np.ndarray) -> None:
+    if (values.sum(axis=1) > 100).any():
+        raise ValueError("a row sums to more than 100")
+
+
+class FussyRegressor(PickyRegressor):
+    """PickyRegressor that also refuses rows summing past 100, with a message that holds no path."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        _refuse_large(np.asarray(X, dtype=float))
+        return super().predict(X)
