@@ -57,7 +57,7 @@ def _json_scalar(value: Any) -> Any:
 @dataclass
 class Prediction:
     model: str
-    version: int
+    version: int | None  # None: an upload's trial, before the version is recorded
     predictions: list[Any]
     probabilities: list[dict[str, float | None]] | None = None
 
@@ -212,7 +212,7 @@ class Runtime:
 def run_model(
     runner: Runner,
     model: str,
-    version: int,
+    version: int | None,
     inputs: InputSchema,
     columns: dict[str, np.ndarray],
     rows: int,

@@ -7,11 +7,13 @@ recorded, goes on serving it.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from model_store.errors import InvalidArtifact, PredictionFailed
+from model_store.errors import InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut
 from model_store.features import FeatureSpec, FeatureType
 from model_store.loader import check_artifact
 from model_store.store import StoredArtifact, StoreFile
@@ -20,7 +22,7 @@ from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
-from serving.inference.errors import InputError
+from serving.inference.errors import InvalidRows, TooManyRows
 from serving.inference.runtime import Runtime, run_model, version_key
 from serving.runners.pool import Runner
 
@@ -49,8 +51,8 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
             reply = runner.load(file, fmt, "declared" if declared else "infer", declared or None)
         facts = runner.facts
         features = _checked_features(reply.get("features"))
-        if "example" in metadata:
-            _try_example(rt, runner, name, features, metadata["example"])
+        # The example, or one row built from the schema: a version that cannot predict is refused now.
+        _try_example(rt, runner, name, features, metadata.get("example"))
         artifact = ArtifactFacts(
             format=facts["format"],
             sha256=stored.sha256,
@@ -123,14 +125,50 @@ def _checked_features(features: Any) -> list[FeatureSpec]:
 
 
 def _try_example(rt: Runtime, runner: Runner, name: str, features: Sequence[FeatureSpec], example: Any) -> None:
+    """Predict the upload's example, or, without one, one row built from the schema (smoke_row).
+
+    Raises InvalidInput listing each offending feature when the example does not fit the schema,
+    InvalidArtifact naming the model's exception when it cannot predict.
+    """
     inputs = rt.compile_inputs(name, None, features, runner.facts)
+    what = "The example" if example is not None else "A row built from the feature schema"
     try:
-        columns, rows = inputs.check(example)
-        run_model(runner, name, 0, inputs, columns, rows, with_probabilities=False)
-    except InputError as exc:  # invalid rows, or more than a request may have
-        raise InvalidArtifact(f"The example does not fit the feature schema: {exc.message}") from None
-    except PredictionFailed as exc:
-        raise InvalidArtifact(f"The example failed: {exc.message}") from None
+        columns, rows = inputs.check(example if example is not None else smoke_row(features))
+    except InvalidRows as exc:
+        raise InvalidInput(
+            f"The example does not fit the feature schema: {exc.message}",
+            errors={"form": {"metadata": {"example": exc.errors}}},
+        ) from None
+    except TooManyRows as exc:
+        raise InvalidInput(f"The example does not fit the feature schema: {exc.message}") from None
+    try:
+        run_model(runner, name, None, inputs, columns, rows, with_probabilities=False)
+    except (PredictionFailed, RunnerTimedOut, RunnerFailed) as exc:
+        # A model that raises, hangs or dies on its first row will do so for clients too: the
+        # upload is what is wrong (422), not the service.
+        row = "" if example is not None else f" ({json.dumps(smoke_row(features), default=str)[:500]})"
+        raise InvalidArtifact(f"{what}{row} failed: {exc.message}") from None
+
+
+def smoke_row(features: Sequence[FeatureSpec]) -> dict[str, Any]:
+    """One record from a schema: a bound's midpoint (or the bound), the first allowed value, false,
+    or 0 / "" where the schema says nothing; an integer feature's midpoint is rounded down."""
+    row: dict[str, Any] = {}
+    for f in features:
+        if f.allowed:
+            value: Any = f.allowed[0]
+        elif f.type is FeatureType.BOOLEAN:
+            value = False
+        elif f.type is FeatureType.STRING:
+            value = ""
+        else:
+            bounds = [b for b in (f.minimum, f.maximum) if b is not None]
+            middle = sum(bounds) / len(bounds) if bounds else 0.0
+            value = math.floor(middle) if f.type is FeatureType.INTEGER else middle
+            if f.type is FeatureType.INTEGER and f.minimum is not None and value < f.minimum:
+                value = math.ceil(f.minimum)
+        row[f.name] = value
+    return row
 
 
 def _forget_artifact(rt: Runtime, stored: StoredArtifact) -> None:

@@ -159,6 +159,70 @@ def test_refuses_failing_example(app: Any, client: Any, credit_pipeline: Any) ->
     _refused(client, app, upload(client, "m", credit_pipeline, {"example": {"age": 1}}), "example")
 
 
+def test_an_example_that_does_not_fit_lists_each_offending_feature(app: Any, client: Any, credit_pipeline: Any) -> None:
+    r = upload(client, "m", credit_pipeline, {"example": {"age": "35", "income": 1.0, "gender": "robot", "zip": 1}})
+    _refused(client, app, r, "The example does not fit the feature schema")
+    assert r.json["errors"] == {
+        "form": {
+            "metadata": {
+                "example": {
+                    "zip": ["Unknown feature."],
+                    "age": ["Must be a number, not a string."],
+                    "gender": ["Must be one of: 'female', 'male'."],
+                    "region": ["Missing feature."],
+                }
+            }
+        }
+    }
+    assert "version 0" not in r.json["message"]
+
+
+def test_without_an_example_a_row_built_from_the_schema_must_predict(make_app: Any) -> None:
+    from tests.estimators.fixture_models import FussyRegressor
+
+    app = make_app(trusted_modules=("tests",))
+    client = app.test_client()
+    fussy = FussyRegressor().fit(__import__("pandas").DataFrame({"a": [1.0], "b": [2.0]}))
+    bounded = [{"name": "a", "minimum": 60, "maximum": 80}, {"name": "b", "type": "integer", "minimum": 50}]
+    r = upload(client, "fussy", fussy, {"features": bounded})
+    _refused(client, app, r, "A row built from the feature schema")
+    assert r.json["message"] == (
+        'A row built from the feature schema ({"a": 70.0, "b": 50}) failed: Model The uploaded model \'fussy\' '
+        "failed on this input (ValueError: a row sums to more than 100)."
+    )
+    assert "version 0" not in r.json["message"]
+    # the same model with bounds it can take is recorded
+    assert (
+        upload(client, "fussy", fussy, {"features": [{"name": "a", "maximum": 40}, {"name": "b"}]}).status_code == 201
+    )
+
+
+def test_smoke_rows() -> None:
+    from model_store.features import FeatureSpec, FeatureType
+    from serving.operations.upload import smoke_row
+
+    features = [
+        FeatureSpec("n", FeatureType.NUMBER, minimum=1, maximum=4),
+        FeatureSpec("low", FeatureType.NUMBER, minimum=-3),
+        FeatureSpec("free", FeatureType.NUMBER),
+        FeatureSpec("i", FeatureType.INTEGER, minimum=3, maximum=4),
+        FeatureSpec("s", FeatureType.STRING, allowed=("b", "a")),
+        FeatureSpec("t", FeatureType.STRING),
+        FeatureSpec("flag", FeatureType.BOOLEAN),
+        FeatureSpec("size", FeatureType.INTEGER, allowed=(7, 9)),
+    ]
+    assert smoke_row(features) == {
+        "n": 2.5,
+        "low": -3.0,
+        "free": 0.0,
+        "i": 3,
+        "s": "b",
+        "t": "",
+        "flag": False,
+        "size": 7,
+    }
+
+
 def test_refuses_declared_schema_that_does_not_fit(app: Any, client: Any, credit_pipeline: Any) -> None:
     features = [{"name": "age"}, {"name": "salary"}]
     _refused(client, app, upload(client, "m", credit_pipeline, {"features": features}), "do not match")

@@ -141,6 +141,17 @@ def test_a_call_past_the_timeout_is_504_and_its_runner_is_killed(make_app: Any, 
     assert client.post("/api/models/credit/predict", json=row).status_code == 200
 
 
+def test_an_upload_whose_model_hangs_or_dies_on_its_first_row_is_422(make_app: Any) -> None:
+    app = make_app(trusted_modules=HOSTILE, predict_timeout=1.0)
+    client = app.test_client()
+    hangs = upload(client, "slow", _fit(Hostile("sleep", "30")), {"example": {"x": 1.0}})
+    assert hangs.status_code == 422, hangs.json
+    assert hangs.json["message"].startswith("The example failed: ") and "within 1 s" in hangs.json["message"]
+    chatty = upload(client, "chatty", _fit(Hostile("huge_answer")), {"example": {"x": 1.0}})
+    assert chatty.status_code == 422 and "outside the protocol" in chatty.json["message"], chatty.json
+    assert client.get("/api/models").json == []
+
+
 def test_an_answer_outside_the_protocol_is_503(make_app: Any) -> None:
     client = make_app(trusted_modules=HOSTILE).test_client()
     assert upload(client, "chatty", _fit(Hostile("huge_answer"))).status_code == 201

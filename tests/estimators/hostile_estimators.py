@@ -33,6 +33,11 @@ class Hostile(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: Any) -> Any:
+        values = np.asarray(X)
+        if values.size and values.dtype.kind in "biuf" and not values.any():
+            # The row of zeros an upload without an example tries (serving.operations.upload.smoke_row)
+            # passes, so that the attack is met where the tests look for it: in a prediction.
+            return np.zeros(len(X))
         found = ATTACKS[self.attack](self.target)
         if found is not None:
             return np.array([found] * len(X), dtype=object)
