@@ -147,17 +147,33 @@ def _encoder_in(transformer: Any) -> tuple[Any | None, bool]:
     return None, imputed
 
 
+_TEXT_VECTORIZERS = {"CountVectorizer", "TfidfVectorizer", "HashingVectorizer"}
+
+
+def is_text_vectorizer(step: Any) -> bool:
+    """A vectorizer of raw text: it takes a 1-D sequence of strings, one document per row."""
+    return bool(_class_names(step) & _TEXT_VECTORIZERS)
+
+
+def first_step(estimator: Any) -> Any:
+    """The step that receives the model's input: a pipeline's first step, recursively."""
+    while hasattr(estimator, "steps"):
+        estimator = estimator.steps[0][1]
+    return estimator
+
+
 def _column_facts(estimator: Any) -> dict[str, dict[str, Any]]:
     """Per input column: categories from an encoder, and whether missing values are imputed."""
-    first = estimator
-    while hasattr(first, "steps"):
-        first = first.steps[0][1]
+    first = first_step(estimator)
     facts: dict[str, dict[str, Any]] = {}
     if "ColumnTransformer" in _class_names(first) and hasattr(first, "transformers_"):
         for index, (_, transformer, columns) in enumerate(first.transformers_):
             if isinstance(transformer, str):
                 continue
             names = _input_names(first, columns, index)
+            if is_text_vectorizer(first_step(transformer)):  # a column of documents
+                facts.update((name, {"imputed": False, "text": True}) for name in names)
+                continue
             encoder, imputed = _encoder_in(transformer)
             categories = getattr(encoder, "categories_", None) if encoder is not None else None
             for position, name in enumerate(names):
@@ -181,7 +197,8 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
     """The features of a fitted estimator, from `feature_names_in_` and its encoders.
 
     A column encoded by a OneHotEncoder/OrdinalEncoder (inside a ColumnTransformer) is a
-    feature with `allowed` = the fitted categories; other columns are `number`. A column that
+    feature with `allowed` = the fitted categories; a column a text vectorizer reads is `string`;
+    other columns are `number`. A column that
     an imputer fills in is not required. Raises InvalidArtifact without `feature_names_in_`.
     """
     names = getattr(estimator, "feature_names_in_", None)
@@ -189,7 +206,12 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
         raise InvalidArtifact(
             "The feature schema cannot be inferred: the model was fitted without feature names "
             "(no feature_names_in_). Fit it on a pandas DataFrame, or give 'features' in the "
-            "upload metadata."
+            "upload metadata"
+            + (
+                " (a text pipeline fitted on a list of documents takes one feature of type string)."
+                if is_text_vectorizer(first_step(estimator))
+                else "."
+            )
         )
     facts = _column_facts(estimator)
     schema: list[FeatureSpec] = []
@@ -198,6 +220,8 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
         fact = facts.get(name, {})
         if "categories" in fact:
             schema.append(_categorical_feature(name, fact["categories"], fact["imputed"]))
+        elif fact.get("text"):
+            schema.append(FeatureSpec(name, FeatureType.STRING))
         else:
             schema.append(FeatureSpec(name, FeatureType.NUMBER, required=not fact.get("imputed", False)))
     return schema

@@ -114,6 +114,8 @@ def _close(fd: int) -> None:
 class _State:
     def __init__(self) -> None:
         self.estimator: Any = None
+        # A pipeline that starts with a text vectorizer was fitted on a 1-D sequence of documents.
+        self.documents = False
 
     def handle(
         self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]
@@ -129,7 +131,13 @@ class _State:
 
     # -- load and describe ---------------------------------------------------------------------
     def load(self, header: dict[str, Any], fds: list[int]) -> dict[str, Any]:
-        from model_store.features import FeatureSpec, check_declared_schema, infer_feature_schema
+        from model_store.features import (
+            FeatureSpec,
+            check_declared_schema,
+            first_step,
+            infer_feature_schema,
+            is_text_vectorizer,
+        )
         from model_store.loader import load_artifact
 
         if self.estimator is not None or len(fds) != 1:
@@ -150,6 +158,12 @@ class _State:
                 features = check_declared_schema(declared, estimator)
             elif schema == "infer":
                 features = infer_feature_schema(estimator)
+            documents = is_text_vectorizer(first_step(estimator))
+            if documents and features is not None and len(features) != 1:
+                raise InvalidArtifact(
+                    f"The model starts with a text vectorizer ({type(first_step(estimator)).__name__}): it takes one "
+                    f"feature of type string, the documents; the declared schema has {len(features)}."
+                )
         except InvalidArtifact:
             raise
         except Exception as exc:  # noqa: BLE001 - the artifact's own attributes ran
@@ -158,6 +172,7 @@ class _State:
                 "scikit-learn model?"
             ) from None
         self.estimator = estimator
+        self.documents = documents
         return {
             "ok": True,
             "facts": {
@@ -179,7 +194,10 @@ class _State:
             raise ValueError("predict before load")
         rows = header["rows"]
         columns = {name: _column(v) for name, v in protocol.unpack_columns(header["columns"], arrays, rows).items()}
-        model_input = assemble(columns, list(columns), header.get("frame"))
+        if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
+            (model_input,) = columns.values()
+        else:
+            model_input = assemble(columns, list(columns), header.get("frame"))
         estimator = self.estimator
         try:
             if header.get("probabilities"):

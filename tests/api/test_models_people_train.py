@@ -1,0 +1,78 @@
+"""The models data scientists train every day, uploaded as they are: predictions over HTTP equal
+the model's own (issue: "The models people really train just work")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from tests.support import upload
+
+REVIEWS = [
+    "great product, works well",
+    "terrible, broke after a day",
+    "works as described, great value",
+    "awful support and it broke",
+    "well made and great",
+    "did not work, terrible",
+] * 5
+LIKED = [1, 0, 1, 0, 1, 0] * 5
+NEW_REVIEWS = ["great, works", "broke, awful", "an unseen word only", ""]
+
+
+def test_a_text_pipeline_fitted_on_a_list_of_documents(client: Any) -> None:
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(REVIEWS, LIKED)
+    refused = upload(client, "reviews", model)
+    assert refused.status_code == 422
+    assert "one feature of type string" in refused.json["message"]
+    created = upload(client, "reviews", model, {"features": [{"name": "review", "type": "string"}]})
+    assert created.status_code == 201, created.json
+    r = client.post("/api/models/reviews/predict", json={"data": {"review": NEW_REVIEWS}, "return_probabilities": True})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == model.predict(NEW_REVIEWS).tolist()
+    assert [p["1"] for p in r.json["probabilities"]] == model.predict_proba(NEW_REVIEWS)[:, 1].tolist()
+    two = upload(client, "reviews", model, {"features": [{"name": "a", "type": "string"}, {"name": "b"}]})
+    assert two.status_code == 422 and "it takes one feature of type string" in two.json["message"]
+
+
+def test_a_column_transformer_with_a_text_column_infers_string(client: Any) -> None:
+    frame = pd.DataFrame(
+        {
+            "review": REVIEWS,
+            "stars": np.tile([5.0, 1.0, 4.0, 2.0, 5.0, 1.0], 5),
+            "channel": np.tile(["web", "shop", "web"], 10),
+        }
+    )
+    model = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("text", CountVectorizer(), "review"),
+                        ("num", StandardScaler(), ["stars"]),
+                        ("cat", OneHotEncoder(), ["channel"]),
+                    ]
+                ),
+            ),
+            ("clf", LogisticRegression()),
+        ]
+    ).fit(frame, LIKED)
+    created = upload(client, "mixed", model)
+    assert created.status_code == 201, created.json
+    assert [(f["name"], f["type"], f["allowed"]) for f in created.json["features"]] == [
+        ("review", "string", None),
+        ("stars", "number", None),
+        ("channel", "string", ["shop", "web"]),
+    ]
+    rows = pd.DataFrame({"review": NEW_REVIEWS, "stars": [5.0, 1.0, 3.0, 2.0], "channel": ["web"] * 4})
+    r = client.post("/api/models/mixed/predict", json={"data": rows.to_dict("records")})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == model.predict(rows).tolist()
