@@ -100,7 +100,12 @@ class _State:
 
     # -- load and describe ---------------------------------------------------------------------
     def load(self, header: dict[str, Any], fds: list[int]) -> dict[str, Any]:
-        from model_store.features import FeatureSpec, check_declared_schema, infer_feature_schema
+        from model_store.features import (
+            FeatureSpec,
+            check_declared_schema,
+            infer_feature_schema,
+            positional_feature_schema,
+        )
         from model_store.loader import load_artifact
 
         if self.estimator is not None or len(fds) != 1:
@@ -121,6 +126,8 @@ class _State:
                 features = check_declared_schema(declared, estimator)
             elif schema == "infer":
                 features = infer_feature_schema(estimator)
+            elif schema == "positional":
+                features = positional_feature_schema(estimator)
         except InvalidArtifact:
             raise
         except Exception as exc:  # noqa: BLE001 - the artifact's own attributes ran
