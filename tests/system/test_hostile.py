@@ -752,7 +752,7 @@ BAD_WHATIF: dict[str, dict[str, Any]] = {
 # The other spellings of `data` (API v1.1: rows as arrays, MLflow's scoring format), each wrong:
 # 422 (each replaces the valid body's `data`). Columns of a "dataframe_split" are named in hex: the
 # 100,000 of them stay under the battery's body limit.
-SPLIT = {"columns": list(CREDIT_ROW), "data": [list(CREDIT_ROW.values())]}
+SPLIT: dict[str, Any] = {"columns": list(CREDIT_ROW), "data": [list(CREDIT_ROW.values())]}
 BAD_SPELLINGS: dict[str, dict[str, Any]] = {
     "both data and dataframe_split": {"data": CREDIT_ROW, "dataframe_split": SPLIT},
     "all three spellings": {"data": CREDIT_ROW, "dataframe_split": SPLIT, "dataframe_records": [CREDIT_ROW]},
