@@ -88,6 +88,12 @@ class FeatureSpec:
         )
 
 
+# The most features a version's schema may have, however it came to be.
+MAX_FEATURES = 100_000
+# Upload metadata's `"features": "positional"`: name the features of a model fitted without names x0, x1, ...
+POSITIONAL = "positional"
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -205,10 +211,11 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
     if names is None:
         raise InvalidArtifact(
             "The feature schema cannot be inferred: the model was fitted without feature names "
-            "(no feature_names_in_). Fit it on a pandas DataFrame, or give 'features' in the "
-            "upload metadata"
+            "(no feature_names_in_). Fit it on a pandas DataFrame, give 'features' in the "
+            'upload metadata, or send {"features": "positional"} in it to have its features named '
+            "x0, x1, ... (all numbers, in the order the model takes them)"
             + (
-                " (a text pipeline fitted on a list of documents takes one feature of type string)."
+                "; a text pipeline fitted on a list of documents takes one feature of type string."
                 if is_text_vectorizer(first_step(estimator))
                 else "."
             )
@@ -225,6 +232,28 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
         else:
             schema.append(FeatureSpec(name, FeatureType.NUMBER, required=not fact.get("imputed", False)))
     return schema
+
+
+def positional_feature_schema(estimator: Any) -> list[FeatureSpec]:
+    """The features of an estimator fitted without feature names: `x0`, `x1`, ... (`n_features_in_`
+    of them), all numbers. Raises InvalidArtifact for a model that has feature names (they are
+    its schema) or no usable `n_features_in_`."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None:
+        shown = ", ".join(str(n) for n in list(names)[:10]) + (", ..." if len(names) > 10 else "")
+        raise InvalidArtifact(
+            f"The model was fitted with feature names ({shown}): its features are inferred from them. "
+            'Positional features (x0, x1, ...) are for models fitted without names: leave out "positional".'
+        )
+    count = getattr(estimator, "n_features_in_", None)
+    if type(count) is not int or count < 1:
+        raise InvalidArtifact(
+            "The model does not say how many features it takes (no n_features_in_): declare its "
+            'features in the upload metadata instead of "positional".'
+        )
+    if count > MAX_FEATURES:
+        raise InvalidArtifact(f"The model takes {count} features, more than a schema may have ({MAX_FEATURES}).")
+    return [FeatureSpec(f"x{i}", FeatureType.NUMBER) for i in range(count)]
 
 
 def check_declared_schema(features: Sequence[FeatureSpec], estimator: Any) -> list[FeatureSpec]:

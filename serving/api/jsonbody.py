@@ -63,6 +63,10 @@ def is_json_mimetype(mimetype: str) -> bool:
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
+# Where the contract's `errors` name a location: a multipart body's fields under "form", a JSON body's under "json".
+_ERRORS_KEY = {"multipart": "form", "json_or_csv": "json"}
+
+
 class StrictJSONParser(FlaskParser):
     """webargs' parser, reading JSON bodies with parse_json_body (415 for other content types).
 
@@ -88,8 +92,8 @@ class StrictJSONParser(FlaskParser):
         error_status_code: int | None,
         error_headers: Mapping[str, str] | None,
     ) -> NoReturn:
-        """webargs' 422, except for a form field's own problem (FieldProblem): alone, it is
-        answered with its own message and its detail under `form`; with other errors, those
+        """webargs' 422, except for a field's own problem (FieldProblem): alone, it is
+        answered with its own message and its detail under `form` (or `json`); with other errors, those
         are answered first (the field is reported once the rest of the body is right)."""
         by_location = error.messages if isinstance(error.messages, dict) else {}
         for location, messages in by_location.items():
@@ -101,7 +105,7 @@ class StrictJSONParser(FlaskParser):
             others = {name: m for name, m in messages.items() if name not in problems}
             if not others:
                 name, problem = next(iter(problems.items()))
-                raise RequestError(422, problem.message, {"form": {name: problem.detail}})
+                raise RequestError(422, problem.message, {_ERRORS_KEY.get(location, location): {name: problem.detail}})
             error.messages[location] = others
         super().handle_error(error, req, schema, error_status_code=error_status_code, error_headers=error_headers)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
 from werkzeug.datastructures import FileStorage
 
-from model_store.features import FeatureSpec, FeatureType
+from model_store.features import POSITIONAL, FeatureSpec, FeatureType
 from registry.names import text_problem
 from registry.service import MAX_FEATURE_NAME_LENGTH
 from serving.api.strictjson import InvalidJSON, loads_strict
@@ -79,9 +80,26 @@ class FeatureSchema(StrictSchema):
         return FeatureSpec.from_json(data)
 
 
+class DeclaredFeatures(fields.List):
+    """Upload metadata's `features`: the declared schema (a list of features), or the word
+    "positional" (a model fitted without feature names gets x0, x1, ..., all numbers)."""
+
+    def __init__(self) -> None:
+        super().__init__(fields.Nested(FeatureSchema))
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value == POSITIONAL:
+            return POSITIONAL
+        if not isinstance(value, list):
+            raise ma.ValidationError(f'Must be a list of features, or "{POSITIONAL}".')
+        if not 1 <= len(value) <= 10_000:
+            raise ma.ValidationError("Must list from 1 to 10000 features.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class UploadMetadataSchema(StrictSchema):
     description = Text(allow_none=True, validate=validate.Length(max=10_000))
-    features = fields.List(fields.Nested(FeatureSchema), validate=validate.Length(min=1, max=10_000))
+    features = DeclaredFeatures()
     tags = fields.Dict(
         keys=Text(validate=validate.Length(min=1, max=255)),
         values=Text(validate=validate.Length(max=10_000)),
@@ -154,7 +172,11 @@ class UploadSchema(StrictSchema):
     metadata = JSONObject(
         UploadMetadataSchema,
         what="upload metadata",
-        metadata={"description": "JSON object: description, features, tags, aliases, example"},
+        metadata={
+            "description": "JSON object: description, features (the feature schema, or "
+            '`"positional"`: a model fitted without feature names gets x0, x1, ... , all numbers), '
+            "tags, aliases, example"
+        },
     )
 
 
@@ -261,16 +283,126 @@ EXAMPLE_COLUMNS: dict[str, list[Any]] = {
 }
 
 
-class PathPredictSchema(StrictSchema):
+class DataFrameSplitSchema(StrictSchema):
+    """MLflow's `dataframe_split`: column names and rows of values in their order."""
+
+    columns = fields.List(fields.String(), required=True, metadata={"example": ["age", "income"]})
     data = fields.Raw(
         required=True,
         metadata={
-            "description": "Columns (object of equal-length arrays), one record (object of "
-            "scalars), or records (array of objects)",
+            "type": "array",
+            "items": {"type": "array", "items": {}},
+            "description": "Rows: each an array of one value per column",
+            "example": [[35, 42000], [52, 61000]],
+        },
+    )
+    index = fields.Raw(metadata={"description": "Ignored (pandas writes it)"})
+
+
+def _rows_problems(rows: Any, width: int) -> dict[str, list[str]]:
+    """What is wrong with each row of a `dataframe_split` (by its index): no array, or another length."""
+    problems: dict[str, list[str]] = {}
+    for i, row in enumerate(rows):
+        if type(row) is not list:
+            problems[str(i)] = ["Must be an array of values, one per column."]
+        elif len(row) != width:
+            problems[str(i)] = [f"{len(row)} value{'' if len(row) == 1 else 's'}, not {width} (one per column)."]
+    return problems
+
+
+SPELLINGS = ("data", "dataframe_split", "dataframe_records")
+
+
+def _problem(message: str, name: str, detail: list[str] | dict[str, Any]) -> ma.ValidationError:
+    """A problem of the body answered with its own message (see FieldProblem), `detail` under `name`."""
+    return ma.ValidationError(FieldProblem(message, detail), name)  # type: ignore[arg-type]
+
+
+class PathPredictSchema(StrictSchema):
+    """The rows come in exactly one of three spellings: `data` (this service's own shapes), or
+    MLflow's `dataframe_split` / `dataframe_records`; the latter two are loaded as `data` (columns
+    and records), so everything after this schema sees one spelling."""
+
+    data = fields.Raw(
+        metadata={
+            "description": "Columns (object of equal-length arrays), one record (object of scalars), records "
+            "(array of objects), or rows (array of arrays, each holding one value per feature in the schema's "
+            "order). Exactly one of `data`, `dataframe_split`, `dataframe_records`.",
             "example": EXAMPLE_COLUMNS,
         },
     )
+    dataframe_split = fields.Nested(
+        DataFrameSplitSchema,
+        metadata={
+            "description": "MLflow's scoring format, in place of `data`: column names (any order) and rows "
+            "(`index` is ignored). Errors name rows and features under `errors.json.data`, as for `data`."
+        },
+    )
+    dataframe_records = fields.List(
+        fields.Dict(),
+        metadata={
+            "description": "MLflow's scoring format, in place of `data`: one object per row. Errors are named "
+            "under `errors.json.data`, as for `data`."
+        },
+    )
     return_probabilities = fields.Boolean(load_default=False)
+
+    @ma.validates_schema
+    def _one_spelling(self, body: dict[str, Any], **_: Any) -> None:
+        given = [name for name in SPELLINGS if name in body]
+        if not given:
+            raise _problem(
+                "The rows are missing: send them as 'data' (or as MLflow's 'dataframe_split' or 'dataframe_records').",
+                "data",
+                ["Missing data for required field."],
+            )
+        if len(given) > 1:
+            raise _problem(
+                f"Send the rows once: the body has {' and '.join(repr(n) for n in given)}; "
+                "use exactly one of 'data', 'dataframe_split', 'dataframe_records'.",
+                "_schema",
+                [f"Exactly one of data, dataframe_split, dataframe_records; not {' and '.join(given)}."],
+            )
+        split = body.get("dataframe_split")
+        if split is None:
+            return
+        columns, rows = split["columns"], split["data"]
+        if not isinstance(rows, list):
+            raise _problem(
+                "'dataframe_split.data' must be an array of rows.", "dataframe_split", {"data": ["Not a valid list."]}
+            )
+        repeated = sorted(c for c, n in Counter(columns).items() if n > 1)
+        if repeated:
+            shown = ", ".join(repeated[:20]) + (", ..." if len(repeated) > 20 else "")
+            raise _problem(
+                f"'dataframe_split.columns' names a column more than once: {shown}.",
+                "dataframe_split",
+                {"columns": [f"Named more than once: {shown}."]},
+            )
+        problems = _rows_problems(rows, len(columns))
+        if problems:
+            raise _problem(
+                f"Each row of 'dataframe_split.data' needs {len(columns)} values, one per column; "
+                f"{len(problems)} row(s) do not: see errors.",
+                "dataframe_split",
+                {"data": problems},
+            )
+
+    @ma.post_load
+    def _as_data(self, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        split = body.pop("dataframe_split", None)
+        if split is not None:
+            columns, rows = split["columns"], split["data"]
+            if not rows or not columns:  # no rows, or rows of no values: records say how many
+                body["data"] = [{} for _ in rows]
+            else:
+                body["data"] = {
+                    name: list(values) for name, values in zip(columns, zip(*rows, strict=True), strict=True)
+                }
+        records = body.pop("dataframe_records", None)
+        if records is not None:
+            body["data"] = records
+        return body
 
 
 class WhatIfSchema(StrictSchema):

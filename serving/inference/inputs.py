@@ -115,6 +115,22 @@ def _to_array(kind: FeatureType, column: list[Any]) -> np.ndarray:
     return np.array([math.nan if v is None else v for v in column], dtype=object)
 
 
+def _mixed_rows(data: list[Any]) -> InvalidRows:
+    """The error for a list that mixes rows (arrays of values) with records (objects), or rows
+    with other values: each item unlike the first is named."""
+    if type(data[0]) is list:
+        odd = {i: item for i, item in enumerate(data) if type(item) is not list}
+        what = "an array of values (a row), as row 0 is"
+    else:
+        odd = {i: item for i, item in enumerate(data) if type(item) is list}
+        what = "an object (a record), as row 0 is"
+    return InvalidRows(
+        "The data mixes rows given as arrays with records given as objects (or other values): "
+        "use arrays only or objects only.",
+        {str(i): {"_schema": [f"Must be {what}, not {_json_type(item)}."]} for i, item in odd.items()},
+    )
+
+
 class InputSchema:
     """A version's feature schema, compiled once per version and used on every prediction."""
 
@@ -161,10 +177,14 @@ class InputSchema:
             return data.columns(self.by_name), len(data.rows), {}
         if isinstance(data, list):
             self._check_rows(len(data))
+            if type(data[0]) is list:
+                return self._positional_columns(data), len(data), {}
             columns: dict[str, list[Any]] = {}
             errors: dict[str, Any] = {}
             for i, record in enumerate(data):
                 if not isinstance(record, dict):
+                    if isinstance(record, list):
+                        raise _mixed_rows(data)
                     errors[str(i)] = {"_schema": ["Each record must be an object."]}
                     continue
                 for key, value in record.items():
@@ -173,9 +193,30 @@ class InputSchema:
                 columns.setdefault(name, [_MISSING] * len(data))
             return columns, len(data), errors
         raise InvalidRows(
-            "'data' must be an object (columns or one record) or an array of records.",
+            "'data' must be an object (columns or one record) or an array of records or of rows.",
             [f"Must be an object or an array, not {_json_type(data)}."],
         )
+
+    def _positional_columns(self, rows: list[Any]) -> dict[str, list[Any]]:
+        """Columns from rows given as arrays of values in the schema's order; raises InvalidRows
+        naming each row of another length, or that is no array."""
+        width = len(self.features)
+        if any(type(row) is not list for row in rows):
+            raise _mixed_rows(rows)
+        wrong = {
+            str(i): {"_schema": [f"{len(row)} value{'' if len(row) == 1 else 's'}, not {width}."]}
+            for i, row in enumerate(rows)
+            if len(row) != width
+        }
+        if wrong:
+            names = [f.name for f in self.features]
+            shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+            raise InvalidRows(
+                f"Each row given as an array needs {width} values, one per feature in the schema's order "
+                f"({shown}); {len(wrong)} row(s) do not: see errors.",
+                wrong,
+            )
+        return {f.name: list(column) for f, column in zip(self.features, zip(*rows, strict=True), strict=True)}
 
     def _check_rows(self, n: int) -> None:
         if n == 0:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
 from model_store.errors import InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut
-from model_store.features import FeatureSpec, FeatureType
+from model_store.features import MAX_FEATURES, POSITIONAL, FeatureSpec, FeatureType
 from model_store.loader import check_artifact
 from model_store.store import StoredArtifact, StoreFile
 from registry import service
@@ -48,7 +48,10 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
             fmt = check_artifact(file, rt.settings.trusted_modules, rt.settings.model_bytes_limit)
             runner = rt.runners.start(f"The uploaded model '{name}'")
             declared = metadata.get("features")
-            reply = runner.load(file, fmt, "declared" if declared else "infer", declared or None)
+            if declared == POSITIONAL:
+                reply = runner.load(file, fmt, "positional")
+            else:
+                reply = runner.load(file, fmt, "declared" if declared else "infer", declared or None)
         facts = runner.facts
         features = _checked_features(reply.get("features"))
         # The example, or one row built from the schema: a version that cannot predict is refused now.
@@ -104,7 +107,7 @@ _TYPE_NAMES = frozenset(t.value for t in FeatureType)
 def _checked_features(features: Any) -> list[FeatureSpec]:
     """The feature schema a runner inferred or checked: its answer is data from the uploader's
     process, so its shape is checked here before anything records it."""
-    if not isinstance(features, list) or not features or len(features) > 100_000:
+    if not isinstance(features, list) or not features or len(features) > MAX_FEATURES:
         raise InvalidArtifact("The model's feature schema could not be determined.")
     for f in features:
         if not (

@@ -166,7 +166,8 @@ class Runner:
     ) -> dict[str, Any]:
         """Load the artifact in `file` (opened and verified by the caller) in this runner.
 
-        `schema`: None, "infer" or "declared" (then `features` is checked against the model).
+        `schema`: None, "infer", "positional" (x0, x1, ... for a model fitted without feature names)
+        or "declared" (then `features` is checked against the model).
         Returns the runner's answer: "facts" about the model and, when asked, "features" (the
         contract's JSON, unchecked: the caller checks it).
         """

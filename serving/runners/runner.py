@@ -137,6 +137,7 @@ class _State:
             first_step,
             infer_feature_schema,
             is_text_vectorizer,
+            positional_feature_schema,
         )
         from model_store.loader import load_artifact
 
@@ -158,6 +159,8 @@ class _State:
                 features = check_declared_schema(declared, estimator)
             elif schema == "infer":
                 features = infer_feature_schema(estimator)
+            elif schema == "positional":
+                features = positional_feature_schema(estimator)
             documents = is_text_vectorizer(first_step(estimator))
             if documents and features is not None and len(features) != 1:
                 raise InvalidArtifact(

@@ -749,6 +749,50 @@ BAD_WHATIF: dict[str, dict[str, Any]] = {
     "a baseline of columns": {"data": {k: [v, v] for k, v in CREDIT_ROW.items()}},
     "an unknown field": {"surprise": 1},
 }
+# The other spellings of `data` (API v1.1: rows as arrays, MLflow's scoring format), each wrong:
+# 422 (each replaces the valid body's `data`). Columns of a "dataframe_split" are named in hex: the
+# 100,000 of them stay under the battery's body limit.
+SPLIT: dict[str, Any] = {"columns": list(CREDIT_ROW), "data": [list(CREDIT_ROW.values())]}
+BAD_SPELLINGS: dict[str, dict[str, Any]] = {
+    "both data and dataframe_split": {"data": CREDIT_ROW, "dataframe_split": SPLIT},
+    "all three spellings": {"data": CREDIT_ROW, "dataframe_split": SPLIT, "dataframe_records": [CREDIT_ROW]},
+    "no rows at all": {},
+    "data: a row too short": {"data": [list(CREDIT_ROW.values())[:-1]]},
+    "data: a row too long": {"data": [[*CREDIT_ROW.values(), 1]]},
+    "data: rows and records": {"data": [list(CREDIT_ROW.values()), CREDIT_ROW]},
+    "data: records and rows": {"data": [CREDIT_ROW, list(CREDIT_ROW.values())]},
+    "data: a row of rows": {"data": [[list(CREDIT_ROW.values())]]},
+    "data: an empty row": {"data": [[]]},
+    "data: 10,001 rows": {"data": [list(CREDIT_ROW.values())] * 10_001},
+    "dataframe_split: ragged rows": {"dataframe_split": {**SPLIT, "data": [SPLIT["data"][0], [1]]}},
+    "dataframe_split: a row not an array": {"dataframe_split": {**SPLIT, "data": [CREDIT_ROW]}},
+    "dataframe_split: data an object": {"dataframe_split": {**SPLIT, "data": CREDIT_ROW}},
+    "dataframe_split: columns not strings": {"dataframe_split": {**SPLIT, "columns": [1, 2, 3, 4]}},
+    "dataframe_split: columns null": {"dataframe_split": {**SPLIT, "columns": None}},
+    "dataframe_split: a column twice": {"dataframe_split": {"columns": ["age"] * 4, "data": SPLIT["data"]}},
+    "dataframe_split: no columns": {"dataframe_split": {"data": SPLIT["data"]}},
+    "dataframe_split: no data": {"dataframe_split": {"columns": SPLIT["columns"]}},
+    "dataframe_split: an unknown key": {"dataframe_split": {**SPLIT, "orient": "split"}},
+    "dataframe_split: an array": {"dataframe_split": [SPLIT["columns"], SPLIT["data"]]},
+    "dataframe_split: no rows": {"dataframe_split": {**SPLIT, "data": []}},
+    "dataframe_split: 100,000 columns, a row of none": {
+        "dataframe_split": {"columns": [f"{i:x}" for i in range(100_000)], "data": [[]]}
+    },
+    "dataframe_split: 40,000 unknown columns": {
+        "dataframe_split": {"columns": [f"{i:x}" for i in range(40_000)], "data": [[0] * 40_000]}
+    },
+    "dataframe_split: a NUL column": {"dataframe_split": {"columns": ["a\x00ge"], "data": [[1]]}},
+    "dataframe_split: 10,001 rows": {"dataframe_split": {**SPLIT, "data": SPLIT["data"] * 10_001}},
+    "dataframe_records: an array of arrays": {"dataframe_records": SPLIT["data"]},
+    "dataframe_records: an object": {"dataframe_records": CREDIT_ROW},
+    "dataframe_records: no rows": {"dataframe_records": []},
+    "dataframe_records: an unknown feature": {"dataframe_records": [{**CREDIT_ROW, "zip": 1}]},
+}
+GOOD_SPELLINGS: dict[str, dict[str, Any]] = {
+    "data: rows": {"data": SPLIT["data"] * 2},
+    "dataframe_split": {"dataframe_split": {**SPLIT, "index": [0]}},
+    "dataframe_records": {"dataframe_records": [CREDIT_ROW] * 2},
+}
 CSV_ROW = ",".join(str(v) for v in CREDIT_ROW.values())
 CSV_HEADER = ",".join(CREDIT_ROW)
 # Bad CSV bodies (API v1.1): each a 422 in the contract's JSON.
@@ -783,6 +827,13 @@ def send_bad_v11_bodies(battery: Battery, ops: list[Operation]) -> None:
         if op.template.endswith("/whatif"):
             for what, change in BAD_WHATIF.items():
                 battery.send(f"what-if: {what}", op.method, op.target(), {422}, body=dumps({**op.valid_json, **change}))
+        if op.method == "POST" and (op.template.endswith("/predict") or op.template == "/api"):
+            rest = {k: v for k, v in op.valid_json.items() if k != "data"}
+            for what, change in BAD_SPELLINGS.items():
+                expected = {413} if "10,001 rows" in what else {422}
+                battery.send(f"spelling: {what}", op.method, op.target(), expected, body=dumps({**rest, **change}))
+            for what, change in GOOD_SPELLINGS.items():
+                battery.send(f"spelling: {what}", op.method, op.target(), {200}, body=dumps({**rest, **change}))
         if not op.csv:
             continue
         for what, body in BAD_CSV.items():
