@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from tests.support import ADMIN, CREDIT_ROW, model_count, store_files, upload
+from tests.support import ADMIN, CREDIT_ROW, joblib_bytes, model_count, store_files, upload
 
 # Deletes and counters go through the database's constraints and transactions: both databases.
 pytestmark = pytest.mark.postgresql
@@ -105,6 +106,43 @@ def test_delete_bad_force_is_422_and_deletes_nothing(three: Any, query: str) -> 
     assert r.status_code == 422, r.json
     assert r.json["code"] == 422 and "query" in r.json["errors"]
     assert snapshot(three) == before
+
+
+def test_uploads_racing_force_deletes_never_reuse_a_number(app: Any, credit_pipeline: Any) -> None:
+    """Uploads to one name while it is force-deleted again and again: every number handed out
+    is distinct, what is left holds only numbers that uploads were given, and the next upload
+    goes on from the highest."""
+    payload = joblib_bytes(credit_pipeline)
+    uploads: list[Any] = []
+    deletes: list[Any] = []
+
+    def uploader() -> None:
+        client = app.test_client()
+        for _ in range(4):
+            uploads.append(upload(client, "race", payload))
+
+    def deleter() -> None:
+        client = app.test_client()
+        for _ in range(6):
+            deletes.append(client.delete("/api/admin/models/race?force=true", headers=ADMIN))
+
+    threads = [threading.Thread(target=uploader) for _ in range(3)] + [threading.Thread(target=deleter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {r.status_code for r in uploads} <= {201, 409}, [r.json for r in uploads]
+    assert {r.status_code for r in deletes} <= {204, 404, 409}, [r.json for r in deletes]
+    assert all("try again" in r.json["message"] for r in uploads + deletes if r.status_code == 409)
+    numbers = [r.json["version"] for r in uploads if r.status_code == 201]
+    assert numbers and len(numbers) == len(set(numbers)), numbers
+    client = app.test_client()
+    left = client.get("/api/models/race/versions")
+    if left.status_code == 200:
+        assert {v["version"] for v in left.json} <= set(numbers)
+    else:
+        assert left.status_code == 404
+    assert upload(client, "race", payload).json["version"] == max(numbers) + 1
 
 
 # -- PATCH /api/admin/models/{name}/versions/{version} ---------------------------------------
