@@ -80,6 +80,24 @@ class RegisteredModel(Base):
     __table_args__ = (CheckConstraint("next_version >= 1", name="next_version_positive"),)
 
 
+class RetiredModelName(Base):
+    """A deleted model's name and the number its next version would have had: uploading to the
+    name again creates the model anew from that number (a name's numbers are never reused, even
+    once its model row is gone: caches and audits key versions by model and number).
+
+    A name is in this table or in registered_models, never both: deleting a model moves its
+    counter here, and creating the model again moves it back, each in one transaction.
+    """
+
+    __tablename__ = "retired_model_names"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_version: Mapped[int] = mapped_column(Integer)
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("next_version >= 1", name="next_version_positive"),)
+
+
 class ModelVersion(Base):
     """One immutable version: its artifact (by sha256) and what was learnt of it at upload."""
 

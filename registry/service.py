@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from model_store.features import FeatureSpec
 from registry.errors import Conflict, InvalidInput, NotFound
-from registry.models import Alias, Feature, ModelVersion, RegisteredModel, utcnow
+from registry.models import Alias, Feature, ModelVersion, RegisteredModel, RetiredModelName, utcnow
 from registry.names import (
     LATEST,
     is_alias_name,
@@ -216,9 +216,12 @@ def get_features(session: Session, version_id: int) -> list[FeatureSpec]:
     return [row.to_spec() for row in rows]
 
 
-def _get_or_insert(session: Session, existing: Select[Any], new: Callable[[], T]) -> T:
-    """The row `existing` selects, or `new()` inserted; when a concurrent transaction inserts
-    the same unique row first, its row (the insert ran in a savepoint: only it is undone)."""
+def _get_or_insert(
+    session: Session, existing: Select[Any], new: Callable[[], T], inserted: Callable[[T], None] | None = None
+) -> T:
+    """The row `existing` selects, or `new()` inserted (then `inserted(row)`, in the same
+    savepoint); when a concurrent transaction inserts the same unique row first, its row (the
+    insert ran in a savepoint: only it is undone)."""
     row = session.scalar(existing)
     if row is not None:
         return row
@@ -226,6 +229,9 @@ def _get_or_insert(session: Session, existing: Select[Any], new: Callable[[], T]
         with session.begin_nested():
             row = new()
             session.add(row)
+            if inserted is not None:
+                session.flush()
+                inserted(row)
     except IntegrityError:
         row = session.scalar(existing)
         if row is None:
@@ -238,10 +244,29 @@ def _get_or_create_model(session: Session, name: str, description: str | None = 
         session,
         select(RegisteredModel).where(RegisteredModel.name == name),
         lambda: RegisteredModel(name=name, description=description, next_version=1),
+        _take_back_retired_counter,
     )
 
 
-def _allocate_version_number(session: Session, model: RegisteredModel) -> int:
+def _take_back_retired_counter(model: RegisteredModel) -> None:
+    """A model created under the name of a deleted one goes on numbering where it stopped.
+
+    Run once the new row is inserted: on PostgreSQL that insert waits for any transaction
+    still deleting a model of this name, so the DELETE ... RETURNING (a statement of its own,
+    seeing what is committed now) reads the counter that delete left, never an older one.
+    """
+    session = Session.object_session(model)
+    assert session is not None
+    retired = session.execute(
+        delete(RetiredModelName).where(RetiredModelName.name == model.name).returning(RetiredModelName.next_version)
+    ).scalar_one_or_none()
+    if retired is not None:
+        model.next_version = retired
+        session.flush()
+
+
+def _allocate_version_number(session: Session, model: RegisteredModel) -> int | None:
+    """The model's next number, counted up; None when the model was deleted meanwhile."""
     # UPDATE ... RETURNING takes the row lock (PostgreSQL) or the write lock (SQLite) and
     # increments in one statement: concurrent uploads queue here and get distinct numbers.
     number = session.execute(
@@ -250,8 +275,8 @@ def _allocate_version_number(session: Session, model: RegisteredModel) -> int:
         .values(next_version=RegisteredModel.next_version + 1, updated_at=utcnow())
         .returning(RegisteredModel.next_version)
         .execution_options(synchronize_session=False)
-    ).scalar_one()
-    return int(number) - 1
+    ).scalar_one_or_none()
+    return None if number is None else int(number) - 1
 
 
 def register_version(
@@ -280,6 +305,13 @@ def register_version(
     # The first version's description also describes a new model (PATCH changes it later).
     model = _get_or_create_model(session, name, description)
     number = _allocate_version_number(session, model)
+    if number is None:
+        # A delete of the model committed while this waited for its row (PostgreSQL): create
+        # it again, from the counter that delete retired.
+        model = _get_or_create_model(session, name, description)
+        number = _allocate_version_number(session, model)
+        if number is None:
+            raise Conflict(f"Model '{name}' was deleted while this version was being recorded: try again.")
     version = ModelVersion(
         model_id=model.id,
         version=number,
@@ -394,6 +426,91 @@ def delete_version(session: Session, name: str, selector: object) -> int:
         raise Conflict(f"Version {ref.version} of '{name}' became the target of an alias: try again.") from None
     session.execute(update(RegisteredModel).where(RegisteredModel.id == version.model_id).values(updated_at=utcnow()))
     return ref.version
+
+
+def delete_model(session: Session, name: str, *, force: bool = False) -> list[int]:
+    """Delete a model (with `force`, its versions and aliases too); returns the deleted numbers.
+
+    Raises NotFound, or Conflict while it has versions and `force` is not set. The model's
+    counter is kept (RetiredModelName): the name may be used again, its numbers never.
+    The versions' artifacts stay in the store until `maas store gc`.
+    """
+    model = _model_id_of(session, name)
+    # Locks in the order the other writers take them, versions first, then the model row
+    # (delete_version and set_alias lock a version, then update its model): no deadlock.
+    locked = _lock_versions(session, model)
+    row = session.scalar(
+        select(RegisteredModel)
+        .where(RegisteredModel.id == model)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if row is None:  # a concurrent delete won the race for it
+        raise _model_not_found(name)
+    # With the model row held, no upload can add a version (it must count the row up first);
+    # one that committed before it is seen now (and was not locked above: try again).
+    versions = list(
+        session.scalars(select(ModelVersion.version).where(ModelVersion.model_id == model).order_by(ModelVersion.id))
+    )
+    if versions and not force:
+        raise Conflict(
+            f"Model '{name}' still has {len(versions)} version(s): delete them first, or delete the model with"
+            " ?force=true to delete its versions and aliases too.",
+            errors={"versions": sorted(versions)},
+        )
+    if versions != locked:
+        raise Conflict(f"A version of '{name}' was uploaded while the model was being deleted: try again.")
+    session.execute(delete(Alias).where(Alias.model_id == model).execution_options(synchronize_session=False))
+    session.execute(
+        delete(ModelVersion).where(ModelVersion.model_id == model).execution_options(synchronize_session=False)
+    )
+    if row.next_version > 1:
+        session.add(RetiredModelName(name=row.name, next_version=row.next_version))
+    session.delete(row)
+    session.flush()
+    return sorted(versions)
+
+
+def _model_id_of(session: Session, name: str) -> int:
+    model = (
+        session.scalar(select(RegisteredModel.id).where(RegisteredModel.name == name)) if is_model_name(name) else None
+    )
+    if model is None:
+        raise _model_not_found(name)
+    return model
+
+
+def _lock_versions(session: Session, model_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(ModelVersion.version)
+            .where(ModelVersion.model_id == model_id)
+            .order_by(ModelVersion.id)
+            .with_for_update()
+        )
+    )
+
+
+KEEP: Any = object()  # update_version: leave this field as it is
+
+
+def update_version(
+    session: Session, name: str, selector: object, *, description: str | None = KEEP, tags: Mapping[str, str] = KEEP
+) -> ModelVersion:
+    """Change a version's description and/or replace its tags (fields left KEEP stay); returns
+    it in full. Raises NotFound. Its artifact, schema and number never change."""
+    ref = resolve_version_ref(session, name, selector)
+    version = session.get(ModelVersion, ref.id, with_for_update=True, populate_existing=True)
+    if version is None:  # deleted between the resolve and the lock
+        raise NotFound(f"Model '{name}' has no version {ref.version}.")
+    if description is not KEEP:
+        version.description = description
+    if tags is not KEEP:
+        version.tags = dict(tags)
+    session.flush()
+    session.execute(update(RegisteredModel).where(RegisteredModel.id == version.model_id).values(updated_at=utcnow()))
+    session.refresh(version, ["aliases", "model", "features"])
+    return version
 
 
 def update_model(session: Session, name: str, *, description: str | None) -> RegisteredModel:

@@ -97,13 +97,24 @@ class DeclaredFeatures(fields.List):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class UploadMetadataSchema(StrictSchema):
-    description = Text(allow_none=True, validate=validate.Length(max=10_000))
-    features = DeclaredFeatures()
-    tags = fields.Dict(
+MAX_DESCRIPTION_LENGTH = 10_000
+
+
+def version_description() -> Text:
+    return Text(allow_none=True, validate=validate.Length(max=MAX_DESCRIPTION_LENGTH))
+
+
+def version_tags() -> fields.Dict:
+    return fields.Dict(
         keys=Text(validate=validate.Length(min=1, max=255)),
         values=Text(validate=validate.Length(max=10_000)),
     )
+
+
+class UploadMetadataSchema(StrictSchema):
+    description = version_description()
+    features = DeclaredFeatures()
+    tags = version_tags()
     aliases = fields.List(fields.String(), validate=validate.Length(max=100))
     example = fields.Raw(metadata={"description": "A `data` value the new version must predict without error."})
 
@@ -254,7 +265,30 @@ class ModelDetailSchema(ModelSummarySchema):
 
 
 class PatchModelSchema(StrictSchema):
-    description = Text(required=True, allow_none=True, validate=validate.Length(max=10_000))
+    description = Text(required=True, allow_none=True, validate=validate.Length(max=MAX_DESCRIPTION_LENGTH))
+
+
+class PatchVersionSchema(StrictSchema):
+    """A version's description and tags (either or both); `tags` replaces the whole map."""
+
+    description = version_description()
+    tags = version_tags()
+
+    @ma.validates_schema
+    def _something(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ma.ValidationError("Send 'description', 'tags' or both.", "_schema")
+
+
+class DeleteModelQuerySchema(StrictSchema):
+    force = fields.Boolean(
+        load_default=False,
+        truthy={"true"},
+        falsy={"false"},
+        metadata={
+            "description": "`true` deletes the model's versions and aliases too (else 409 while it has versions)"
+        },
+    )
 
 
 class AliasRequestSchema(StrictSchema):

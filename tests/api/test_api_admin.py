@@ -27,6 +27,8 @@ ADMIN_CALLS = [
     ("put", "/api/admin/models/m/aliases/prod"),
     ("delete", "/api/admin/models/m/aliases/prod"),
     ("delete", "/api/admin/models/m/versions/1"),
+    ("delete", "/api/admin/models/m?force=true"),
+    ("patch", "/api/admin/models/m/versions/1"),
 ]
 
 

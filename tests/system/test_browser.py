@@ -609,3 +609,31 @@ def test_with_an_api_token_the_page_asks_once_and_works(open_tab: Callable[..., 
         other = open_tab(target=guarded)
         other.open(f"/ui/models/{MODEL}")
         other.page.wait_for_selector("#token-dialog[open]")
+
+
+# -- /docs ---------------------------------------------------------------------------------------
+def test_docs_authorize_makes_try_it_out_send_the_token(open_tab: Callable[..., Tab], site: Site) -> None:
+    """Swagger UI's "Authorize", then "Try it out" on a read and on an admin operation: both send
+    the bearer token (the operations declare their security), so the admin one answers 404 for
+    an unknown model, not 401."""
+    tab = open_tab()
+    page = tab.page
+    tab.open("/docs")
+    page.click("button.authorize")
+    page.fill(".auth-container input", ADMIN_TOKEN)
+    page.click(".auth-container button.authorize")
+    page.click("button.btn-done")
+    for method, path, name, status in (
+        ("get", "/api/models", None, 200),
+        ("delete", "/api/admin/models/{name}", "no-such-model", 404),
+    ):
+        block = page.locator(f".opblock-{method}:has(.opblock-summary-path[data-path='{path}'])").first
+        block.locator(".opblock-summary").first.click()
+        block.locator("button.try-out__btn").click()
+        if name is not None:
+            block.locator("input[placeholder='name']").fill(name)
+        with page.expect_response(lambda r, m=method: r.request.method == m.upper() and "/api/" in r.url) as answer:
+            block.locator("button.execute").click()
+        response = answer.value
+        assert response.request.headers.get("authorization") == f"Bearer {ADMIN_TOKEN}", (method, path)
+        assert response.status == status, (method, path, response.text())

@@ -216,6 +216,10 @@ VALID_JSON: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/models/{name}/whatif"): {"data": CREDIT_ROW, "points": 3},
     ("PATCH", "/api/admin/models/{name}"): {"description": "changed by a hostile request"},
     ("PUT", "/api/admin/models/{name}/aliases/{alias}"): {"version": 2},
+    ("PATCH", "/api/admin/models/{name}/versions/{version}"): {
+        "description": "changed by a hostile request",
+        "tags": {"changed": "by a hostile request"},
+    },
     ("POST", "/v2/models/{name}/infer"): V2_INPUTS,
     ("POST", "/v2/models/{name}/versions/{version}/infer"): V2_INPUTS,
 }
@@ -863,6 +867,50 @@ def send_bad_v11_bodies(battery: Battery, ops: list[Operation]) -> None:
         )
 
 
+# A version's PATCH (API v1.1), each wrong: 422.
+BAD_VERSION_PATCH: dict[str, Any] = {
+    "an empty object": {},
+    "tags a list": {"tags": ["a"]},
+    "tags null": {"tags": None},
+    "a tag value that is a number": {"tags": {"a": 1}},
+    "a tag value 4,000 digits": {"tags": {"a": 10**3999}},
+    "an empty tag name": {"tags": {"": "x"}},
+    "a tag name of 256 characters": {"tags": {"k" * 256: "x"}},
+    "a tag value of 10,001 characters": {"tags": {"a": "x" * 10_001}},
+    "a tag name with NUL": {"tags": {"a\x00": "x"}},
+    "a lone surrogate tag value": {"tags": {"a": "\ud800"}},
+    "a description that is a number": {"description": 5},
+    "a description of 10,001 characters": {"description": "x" * 10_001},
+    "an unknown field": {"tags": {}, "version": 3},
+}
+# `?force=` of a model's delete: only `true` and `false` are words (credit has versions: a
+# delete without force is 409, and nothing is deleted).
+FORCE_QUERIES = {
+    "force=maybe": {422},
+    "force=TRUE": {422},
+    "force=True": {422},
+    "force=1": {422},
+    "force=yes": {422},
+    "force=": {422},
+    "force=%00": {422},
+    "force=true%00": {422},
+    "force=false": {409},
+    "": {409},
+}
+
+
+def send_lifecycle_requests(battery: Battery, ops: list[Operation]) -> None:
+    """A version's PATCH with bad bodies, a model's DELETE with bad `force` values (API v1.1)."""
+    for op in ops:
+        if (op.method, op.template) == ("PATCH", "/api/admin/models/{name}/versions/{version}"):
+            for what, body in BAD_VERSION_PATCH.items():
+                battery.send(f"version PATCH: {what}", op.method, op.target(), {422}, body=dumps(body))
+        if (op.method, op.template) == ("DELETE", "/api/admin/models/{name}"):
+            for query, expected in FORCE_QUERIES.items():
+                target = op.target() + (f"?{query}" if query else "")
+                battery.send(f"model delete: {query or 'no force'}", op.method, target, expected)
+
+
 def send_forged_tokens(battery: Battery, ops: list[Operation]) -> None:
     """401 with a Bearer challenge on every admin route (and, on the reader server, every read)."""
     for op in ops:
@@ -1156,6 +1204,9 @@ def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(s
     assert not no_body, f"give VALID_JSON a valid body for {no_body}"
 
     assert any(op.paginated for op in ops), "no paginated operation found in the document"
+    assert {"DELETE /api/admin/models/{name}", "PATCH /api/admin/models/{name}/versions/{version}"} <= {
+        str(op) for op in ops
+    }
 
     registry_before, files_before = registry_snapshot(servers.admin), files_under(servers.root)
     log_starts = [live.server.log.stat().st_size for live in (servers.admin, servers.reader)]
@@ -1164,6 +1215,7 @@ def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(s
     send_bad_body_values(battery, ops)
     send_bad_json(battery, ops)
     send_bad_v11_bodies(battery, ops)
+    send_lifecycle_requests(battery, ops)
     send_forged_tokens(battery, ops)
     send_oversized(battery, ops)
     send_malformed_http(battery)

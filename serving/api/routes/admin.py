@@ -1,4 +1,4 @@
-"""Admin endpoints (bearer MAAS_ADMIN_TOKEN): upload versions, aliases, deletes, descriptions."""
+"""Admin endpoints (bearer MAAS_ADMIN_TOKEN): upload versions, aliases, deletes, descriptions, tags."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ from flask.views import MethodView
 
 from registry import service
 from serving.api.auth import require_token
-from serving.api.blueprint import Blueprint
+from serving.api.blueprint import BEARER, Blueprint
 from serving.api.context import runtime
 from serving.api.errors import RequestError
 from serving.api.routes.models import model_detail
 from serving.api.schemas import (
     AliasRequestSchema,
+    DeleteModelQuerySchema,
     ModelDetailSchema,
     PatchModelSchema,
+    PatchVersionSchema,
     UploadSchema,
     VersionSchema,
 )
 from serving.operations.upload import register_upload
 
-blp = Blueprint("admin", __name__, url_prefix="/api/admin", description="Registry administration (admin token)")
+blp = Blueprint(
+    "admin", __name__, url_prefix="/api/admin", description="Registry administration (admin token)", security=BEARER
+)
 
 UPLOAD_ENDPOINT = "admin.Upload"
 
@@ -69,6 +73,14 @@ class AdminModel(MethodView):
             service.update_model(session, name, description=body["description"])
             return model_detail(session, name)
 
+    @blp.arguments(DeleteModelQuerySchema, location="query")
+    @blp.response(204)
+    @blp.errors(401, 403, 404, 409, 422, 503)
+    def delete(self, query: dict[str, Any], name: str) -> None:
+        """Delete a model (409 while it has versions, unless force=true); its numbers are never reused"""
+        with runtime().db.write() as session:
+            service.delete_model(session, name, force=query["force"])
+
 
 @blp.route("/models/<name>/aliases/<alias>")
 class AdminAlias(MethodView):
@@ -91,6 +103,14 @@ class AdminAlias(MethodView):
 
 @blp.route("/models/<name>/versions/<version>")
 class AdminVersion(MethodView):
+    @blp.arguments(PatchVersionSchema)
+    @blp.response(200, VersionSchema)
+    @blp.errors(400, 401, 403, 404, 415, 422, 503)
+    def patch(self, body: dict[str, Any], name: str, version: str) -> Any:
+        """Change a version's description and/or tags (`tags` replaces the whole map)"""
+        with runtime().db.write() as session:
+            return service.update_version(session, name, version, **body)
+
     @blp.response(204)
     @blp.errors(401, 403, 404, 409, 503)
     def delete(self, name: str, version: str) -> None:

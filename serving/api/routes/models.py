@@ -9,7 +9,7 @@ from flask.views import MethodView
 from sqlalchemy.orm import Session
 
 from registry import service
-from serving.api.blueprint import Blueprint
+from serving.api.blueprint import OPTIONAL_BEARER, Blueprint
 from serving.api.context import runtime
 from serving.api.schemas import (
     ModelDetailSchema,
@@ -18,7 +18,9 @@ from serving.api.schemas import (
     VersionSummarySchema,
 )
 
-blp = Blueprint("models", __name__, url_prefix="/api/models", description="The model registry")
+blp = Blueprint(
+    "models", __name__, url_prefix="/api/models", description="The model registry", security=OPTIONAL_BEARER
+)
 
 
 def model_detail(session: Session, name: str) -> dict[str, Any]:

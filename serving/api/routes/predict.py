@@ -12,7 +12,7 @@ from registry import service
 from registry.errors import NotFound
 from registry.models import RegisteredModel
 from registry.names import LATEST
-from serving.api.blueprint import Blueprint
+from serving.api.blueprint import OPTIONAL_BEARER, Blueprint
 from serving.api.context import runtime
 from serving.api.csvbody import CSV_MIMETYPE, render_csv, wants_csv
 from serving.api.schemas import (
@@ -27,7 +27,7 @@ from serving.api.schemas import (
 from serving.inference.texttable import TextTable
 from serving.inference.whatif import WhatIfRequest, what_if
 
-blp = Blueprint("predict", __name__, url_prefix="/api", description="Predictions")
+blp = Blueprint("predict", __name__, url_prefix="/api", description="Predictions", security=OPTIONAL_BEARER)
 
 PREDICT_ERRORS = (400, 401, 404, 413, 415, 422, 503, 504)
 
