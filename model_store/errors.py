@@ -49,3 +49,16 @@ class RunnerFailed(ModelStoreError):
 
 class RunnerTimedOut(ModelStoreError):
     """A model call took longer than MAAS_PREDICT_TIMEOUT; its runner was killed (a 504)."""
+
+
+class StoreClaimed(ModelStoreError):
+    """The store records another registry as its owner (its `registry-id` file): this registry
+    must not serve from it or collect it."""
+
+    def __init__(self, root: str, owner: str, registry_id: str) -> None:
+        self.owner = owner
+        self.registry_id = registry_id
+        super().__init__(
+            f"the model store at {root} belongs to registry {owner}, not to this registry ({registry_id}): "
+            "give each registry a store of its own (MAAS_STORE_DIR or --store-dir)"
+        )

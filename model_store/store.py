@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from model_store.errors import ArtifactTooLarge, ArtifactUnavailable, StoreWriteFailed
+from model_store.errors import ArtifactTooLarge, ArtifactUnavailable, StoreClaimed, StoreWriteFailed
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 1 << 20
 UPLOAD_PREFIX = "upload-"
 UPLOAD_SUFFIX = ".part"
+# At the store's root: the id of the registry whose versions this store's artifacts are (one line).
+CLAIM_FILE = "registry-id"
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +358,54 @@ class ArtifactStore:
         except FileNotFoundError:
             return None
         return current.size_bytes
+
+    def owner(self) -> str | None:
+        """The id of the registry this store belongs to, or None when no registry claimed it."""
+        try:
+            return (self.root / CLAIM_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+
+    def claim(self, registry_id: str) -> bool:
+        """Record `registry_id` as this store's owner unless a registry already is; True when the
+        store had no owner before this call.
+
+        Raises StoreClaimed when another registry owns the store (a claim file written by hand
+        that is empty counts as another owner: never guessed). The file is written complete and
+        fsynced under a temp name, then linked into place, so two registries claiming an empty
+        store at once cannot both win: the link fails for the second, which then reads the
+        first one's claim.
+        """
+        owner = self.owner()
+        if owner is None:
+            self.init()
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="claim-", suffix=".tmp")
+            tmp_path = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(registry_id + "\n")
+                    out.flush()
+                    os.fsync(out.fileno())
+                try:
+                    os.link(tmp_path, self.root / CLAIM_FILE)
+                except FileExistsError:
+                    pass  # claimed meanwhile: read below
+                except OSError:
+                    # No hard links on this file system (SMB/CIFS, many FUSE): a rename, which
+                    # could replace a claim made in the instant since owner() was read.
+                    os.replace(tmp_path, self.root / CLAIM_FILE)
+                else:
+                    _fsync_dir(self.root)
+                    return True
+            finally:
+                tmp_path.unlink(missing_ok=True)
+            owner = self.owner()
+            if owner == registry_id:
+                _fsync_dir(self.root)
+                return True
+        if owner != registry_id:
+            raise StoreClaimed(str(self.root), owner or "(an empty registry-id file)", registry_id)
+        return False
 
     def check(self) -> None:
         """Raise OSError unless the store can be written to (readiness)."""

@@ -202,3 +202,16 @@ class Alias(Base):
     model_version: Mapped[ModelVersion] = relationship(back_populates="aliases")
 
     __table_args__ = (UniqueConstraint("model_id", "name", name="uq_aliases_model_id_name"),)
+
+
+class RegistryIdentity(Base):
+    """The registry's id, one row made by the migrations: the model store records it as its owner."""
+
+    __tablename__ = "registry_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # A UUID in its 36-character text form, exactly as the store's claim file holds it.
+    registry_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

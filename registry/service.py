@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, delete, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from model_store.features import FeatureSpec
 from registry.errors import Conflict, InvalidInput, NotFound
-from registry.models import Alias, Feature, ModelVersion, RegisteredModel, RetiredModelName, utcnow
+from registry.models import Alias, Feature, ModelVersion, RegisteredModel, RegistryIdentity, RetiredModelName, utcnow
 from registry.names import (
     LATEST,
     is_alias_name,
@@ -549,6 +549,14 @@ def referenced_sha256s(session: Session, *, hold_writers: bool = False) -> set[s
     if hold_writers:
         _hold_version_writers(session)
     return set(session.scalars(select(ModelVersion.sha256).distinct()))
+
+
+def registry_id(session: Session) -> str | None:
+    """This registry's id (a UUID made by the migrations, once per database); None when the
+    database is not yet at the revision that makes it (`maas db upgrade` first)."""
+    if not inspect(session.connection()).has_table(RegistryIdentity.__tablename__):
+        return None
+    return session.scalar(select(RegistryIdentity.registry_id))
 
 
 def _hold_version_writers(session: Session) -> None:

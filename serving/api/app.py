@@ -17,6 +17,7 @@ from serving.api.middleware import EncodedSlashes, SpoolingRequest
 from serving.api.routes import admin, health, models, predict, ui
 from serving.config import Settings
 from serving.inference.runtime import Runtime
+from serving.operations.store_claim import claim_store
 
 API_TITLE = "maas"
 API_VERSION = "1"
@@ -36,8 +37,15 @@ def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> 
     app.json = JSONProvider(app)
     configure_openapi(app)
     rt = Runtime(settings)
-    if upgrade_db:
-        upgrade_database(rt.db.engine)
+    try:
+        if upgrade_db:
+            upgrade_database(rt.db.engine)
+        # Here, not only in `maas serve`: every app serves from a store of its own registry
+        # (`maas serve` checks first, in gunicorn's master, to refuse with one line).
+        claim_store(rt.db, rt.store)
+    except BaseException:
+        rt.close()
+        raise
     attach(app, rt)
     register_request_guards(app)
     register_blueprints(app)

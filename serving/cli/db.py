@@ -10,6 +10,7 @@ from serving.cli import settings_from_env
 
 if TYPE_CHECKING:
     from registry.db import Database
+    from serving.config import Settings
 
 
 def open_database(url: str) -> Database:
@@ -36,6 +37,19 @@ def upgrade_schema(database: Database, revision: str = "head") -> None:
         raise click.ClickException(f"cannot reach the registry database at {url}: {exc.orig}") from None
 
 
+def claim_store(settings: Settings, database: Database) -> None:
+    """Claim the model store for this registry (or check it is already its own); a store of
+    another registry is a one-line error, exit 1."""
+    from model_store.errors import StoreClaimed
+    from model_store.store import ArtifactStore
+    from serving.operations import store_claim
+
+    try:
+        store_claim.claim_store(database, ArtifactStore(settings.store_dir))
+    except StoreClaimed as exc:
+        raise click.ClickException(exc.message) from None
+
+
 @click.group()
 def db() -> None:
     """Database schema commands."""
@@ -43,11 +57,19 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.option("--database-url", default=None, help="Overrides MAAS_DATABASE_URL.")
+@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR.")
 @click.option("--revision", default="head", show_default=True)
-def db_upgrade(database_url: str | None, revision: str) -> None:
-    """Apply the Alembic migrations."""
-    settings = settings_from_env(database_url=database_url)
+def db_upgrade(database_url: str | None, store_dir: str | None, revision: str) -> None:
+    """Apply the Alembic migrations.
+
+    Then claim the model store (MAAS_STORE_DIR, --store-dir) for this registry, unless it is
+    already this registry's; a store that another registry claimed is refused (exit 1).
+    """
+    settings = settings_from_env(database_url=database_url, store_dir=store_dir)
     database = open_database(settings.database_url)
-    upgrade_schema(database, revision)
-    database.dispose()
+    try:
+        upgrade_schema(database, revision)
+        claim_store(settings, database)
+    finally:
+        database.dispose()
     click.echo(f"database at {revision}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from serving.cli import settings_from_env
-from serving.cli.db import open_database, upgrade_schema
+from serving.cli.db import claim_store, open_database, upgrade_schema
 
 if TYPE_CHECKING:
     from registry.db import Database
@@ -42,10 +42,15 @@ def serve(
     settings = settings_from_env(database_url=database_url, store_dir=store_dir)
     check_sandbox(settings)
     database = open_database(settings.database_url)
-    upgrade_schema(database)
-    if demo:
-        register_demo(settings, database)
-    database.dispose()
+    try:
+        upgrade_schema(database)
+        # Before gunicorn starts: a store of another registry is refused here with one line,
+        # not by each worker's create_app failing to boot.
+        claim_store(settings, database)
+        if demo:
+            register_demo(settings, database)
+    finally:
+        database.dispose()
     click.echo(
         f"maas serving on http://{host}:{port} ({workers} workers)"
         f" - database {database.engine.url.render_as_string(hide_password=True)}"

@@ -13,6 +13,7 @@ from serving.cli.db import open_database
 
 if TYPE_CHECKING:
     from model_store.store import ArtifactStore, StoreFile
+    from registry.db import Database
 
 
 def _age(seconds: float) -> str:
@@ -35,6 +36,30 @@ def _require_registry(database_url: str) -> None:
         and not Path(url.database).is_file()
     ):
         raise click.ClickException(f"no registry database at {url.database}: nothing removed")
+
+
+def _require_own_store(database: Database, store: ArtifactStore) -> None:
+    """Refuse, with one line and nothing removed, a store that is not this registry's: gc would
+    take every artifact of another registry for an orphan."""
+    from model_store.errors import StoreClaimed
+    from serving.operations.store_claim import registry_id
+
+    rid = registry_id(database)
+    if rid is None:
+        raise click.ClickException(
+            "the registry database has no registry id yet: run `maas db upgrade` first: nothing removed"
+        )
+    owner = store.owner()
+    if owner is None:
+        # A store that no `maas serve` or `maas db upgrade` claimed since stores were claimed:
+        # its artifacts could be any registry's. Empty, it has nothing of anyone's to lose.
+        if next(store.artifacts(), None) is not None:
+            raise click.ClickException(
+                f"the model store at {store.root} belongs to no registry yet: run `maas db upgrade` "
+                "with this store and database to claim it: nothing removed"
+            )
+    elif owner != rid:
+        raise click.ClickException(StoreClaimed(str(store.root), owner, rid).message + ": nothing removed")
 
 
 def _describe(store: ArtifactStore, file: StoreFile, now: float) -> str:
@@ -81,6 +106,7 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
     removed = removed_bytes = changed = 0
     failed: list[str] = []
     try:
+        _require_own_store(database, store)
         garbage = find_garbage(database, store, cutoff)
         candidates = garbage.orphans + garbage.partial_uploads
         if dry_run:

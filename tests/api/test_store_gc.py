@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from model_store.store import ArtifactStore
+from model_store.store import CLAIM_FILE, ArtifactStore
 from registry.models import ModelVersion
 from serving.cli import Duration
 from serving.config import Settings
@@ -73,8 +73,13 @@ def summary(output: str) -> tuple[int, int]:
 
 # -- the store as files ------------------------------------------------------------------------
 def files(root: Path) -> dict[str, tuple[int, float]]:
-    """Every file under the store: relative path -> (size, mtime)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime) for p in root.rglob("*") if p.is_file()}
+    """Every file under the store but its claim (registry-id, which gc never touches: checked
+    apart): relative path -> (size, mtime)."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime)
+        for p in root.rglob("*")
+        if p.is_file() and p != root / CLAIM_FILE
+    }
 
 
 def age(path: Path, seconds: float = TWO_HOURS_AGO) -> None:
@@ -143,6 +148,7 @@ def test_gc_removes_old_orphans_and_stale_uploads_only(
     assert removed == {rel(store, fresh_orphan.sha256), "tmp/upload-writing.part"}, output
     left = set(files(store.root))
     assert left == {rel(store, credit["sha256"]), rel(store, reg["sha256"]), "tmp/notes.txt", "objects/ab/README"}
+    assert store.owner() is not None and (store.root / CLAIM_FILE).is_file(), "gc removed the store's claim"
     predicts(client, "credit", 1, CREDIT_ROW, credit_pipeline)
     predicts(client, "reg", 1, {"x1": 0.5, "x2": -1.0}, regressor)
 
@@ -508,11 +514,11 @@ def test_gc_removes_nothing_when_it_cannot_read_the_registry(
     age(orphan.path)
     before = files(store.root)
     url = make_url(empty_database_url)
-    # No schema yet (nothing has run the migrations): no table of versions to read.
+    # No schema yet (nothing has run the migrations): no registry id, no table of versions.
     if url.get_backend_name() == "sqlite":
         Path(url.database or "").touch()
     missing = f"sqlite:///{tmp_path / 'no-such-dir' / 'registry.db'}"
-    for database_url, message in ((empty_database_url, "cannot be read"), (missing, "no registry database")):
+    for database_url, message in ((empty_database_url, "maas db upgrade"), (missing, "no registry database")):
         result = run_gc(Settings(database_url=database_url, store_dir=settings.store_dir), "--grace-period", "0")
         assert result.returncode == 1, result.stdout + result.stderr
         assert message in result.stderr and "nothing removed" in result.stderr, result.stderr
