@@ -38,6 +38,8 @@ from model_store.features import FeatureSpec
 from serving.runners import protocol
 
 log = logging.getLogger(__name__)
+# Heads the traceback of a model's own exception in the server's log (one per failed call).
+MODEL_TRACEBACK = "its traceback in the runner:"
 
 MAX_REPLY_BYTES = 256 << 20
 ZYGOTE_START_SECONDS = 120.0
@@ -152,7 +154,7 @@ class Runner:
             trace = error.get("traceback")
             if isinstance(trace, str) and trace:
                 # For whoever runs the service: the client is told the class (and a safe message) only.
-                log.warning("%s raised %s; its traceback in the runner:\n%s", self.label, message, trace)
+                log.warning("%s raised %s; %s\n%s", self.label, message, MODEL_TRACEBACK, trace)
             return PredictionFailed(f"Model {self.label} failed on this input ({said}).")
         self.kill()
         return RunnerFailed(f"{self.label} cannot be served: its runner answered outside the protocol.")

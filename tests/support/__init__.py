@@ -155,3 +155,11 @@ def live_server(
         yield Live(server, root / "store", kind)
     finally:
         server.stop()
+
+
+def tracebacks_of_our_own(log: str) -> int:
+    """Tracebacks in a server's log besides the models' own (each logged once under
+    serving.runners.pool.MODEL_TRACEBACK): a failure of the service itself."""
+    from serving.runners.pool import MODEL_TRACEBACK
+
+    return log.count("Traceback (most recent call last)") - log.count(MODEL_TRACEBACK)
