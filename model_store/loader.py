@@ -299,14 +299,21 @@ def framework_versions(referenced: Iterable[str]) -> dict[str, str]:
     tops = {top for top in tops if top.isidentifier() and not top.startswith("_")}
     if not tops:
         return {}
-    distributions = metadata.packages_distributions()  # reads the installed packages' metadata
+    try:
+        distributions = metadata.packages_distributions()  # reads the installed packages' metadata
+    except Exception:  # noqa: BLE001 - an unreadable installation (a runner reads what Landlock allows)
+        return {}
     versions: dict[str, str] = {}
     for top in sorted(tops):
         for name in distributions.get(top, []):
             try:
-                versions.setdefault(name, metadata.version(name))
-            except metadata.PackageNotFoundError:
+                version = metadata.version(name)
+            except Exception:  # noqa: BLE001 - not found, or its metadata not readable in a runner
                 continue
+            # None when the distribution's METADATA cannot be read (a package outside the
+            # interpreter's tree: a runner may read the package, not its dist-info).
+            if isinstance(version, str) and isinstance(name, str):
+                versions.setdefault(name, version)
     return versions
 
 
