@@ -114,3 +114,46 @@ def test_framework_versions_of_the_referenced_globals() -> None:
     referenced = {"lightgbm.sklearn.LGBMClassifier", "collections.OrderedDict", "sklearn.tree.X", "numpy.dtype"}
     assert framework_versions(referenced) == {"lightgbm": lightgbm.__version__}
     assert framework_versions({"builtins.int", "_codecs.encode"}) == {}
+
+
+# -- what trusting lightgbm/xgboost lets through, and no more ------------------------------------
+def test_a_defaultdict_of_ordered_dicts_loads() -> None:
+    # LightGBM's best_score: collections.OrderedDict stored as a class value (a defaultdict factory).
+    import collections
+    import tempfile
+
+    from model_store.loader import detect_and_load
+    from tests.support import joblib_bytes
+
+    with tempfile.TemporaryFile() as file:
+        file.write(joblib_bytes(collections.defaultdict(collections.OrderedDict)))
+        loaded, _, _ = detect_and_load(file)
+    assert loaded.default_factory is collections.OrderedDict
+
+
+def test_a_native_handle_only_in_an_instance_of_a_trusted_class() -> None:
+    import ctypes
+
+    from sklearn.linear_model import LinearRegression
+
+    from model_store.errors import UnsafeArtifact
+    from model_store.safety import check_loaded
+
+    xgboost = pytest.importorskip("xgboost")
+    train, target = applicants()
+    booster = xgboost.XGBClassifier(n_estimators=2, enable_categorical=True).fit(train, target).get_booster()
+    assert type(booster.handle) is ctypes.c_void_p
+    check_loaded(booster, ("xgboost",))
+    with pytest.raises(UnsafeArtifact):
+        check_loaded(booster)  # xgboost not trusted
+    plain = LinearRegression()
+    plain.handle = ctypes.c_void_p(1)
+    with pytest.raises(UnsafeArtifact):
+        check_loaded(plain, ("xgboost",))  # not held by a trusted class's instance
+    booster.extra = [ctypes.c_void_p(1)]
+    with pytest.raises(UnsafeArtifact):
+        check_loaded(booster, ("xgboost",))  # not directly
+    del booster.extra
+    booster.text = ctypes.c_char_p(b"x")
+    with pytest.raises(UnsafeArtifact):
+        check_loaded(booster, ("xgboost",))  # not an opaque pointer
