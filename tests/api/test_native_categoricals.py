@@ -107,6 +107,8 @@ def test_lightgbm_on_category_columns(make_app: Any) -> None:
     assert version["estimator"] == "lightgbm.sklearn.LGBMClassifier"
     assert version["library_versions"]["lightgbm"] == lightgbm.__version__
     assert version["library_versions"]["scikit-learn"]  # still there
+    unseen = client.post("/api/models/lgbm/predict", json={"data": {**REQUEST[0], "city": "Rome"}})
+    assert unseen.status_code == 422, unseen.json  # not a fitted category: refused, never NaN
 
 
 def test_xgboost_on_category_columns(make_app: Any) -> None:
@@ -118,6 +120,37 @@ def test_xgboost_on_category_columns(make_app: Any) -> None:
     client = make_app(trusted_modules=("xgboost",)).test_client()
     version = check_predictions(client, "xgb", model, train)
     assert version["library_versions"]["xgboost"] == xgboost.__version__
+
+
+def test_xgboost_categories_it_cannot_give_back_are_strings_without_allowed(make_app: Any) -> None:
+    # xgboost 3.2 stores non-ASCII string categories unreadably: the column is a `string`, and
+    # the request's own values go to the model as a category (xgboost recodes them itself).
+    xgboost = pytest.importorskip("xgboost")
+    cities = ["Lyon", "Paris", "Zürich"]
+    rng = np.random.default_rng(3)
+    train = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, 300).astype(float),
+            "city": pd.Categorical(rng.choice(cities, 300), categories=cities),
+        }
+    )
+    target = ((train["city"] == "Zürich") ^ (train["age"] > 50)).astype(int).to_numpy()
+    model = xgboost.XGBClassifier(n_estimators=10, enable_categorical=True, tree_method="hist").fit(train, target)
+    client = make_app(trusted_modules=("xgboost",)).test_client()
+    created = upload(client, "xgb-utf8", model)
+    assert created.status_code == 201, created.json
+    assert [(f["name"], f["type"], f["allowed"]) for f in created.json["features"]] == [
+        ("age", "number", None),
+        ("city", "string", None),
+    ]
+    request = [{"age": 30.0, "city": "Zürich"}, {"age": 60.0, "city": "Zürich"}, {"age": 30.0, "city": "Lyon"}]
+    rows = pd.DataFrame(request).astype({"city": train["city"].dtype})
+    r = client.post("/api/models/xgb-utf8/predict", json={"data": request, "return_probabilities": True})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == model.predict(rows).tolist()
+    assert [p["1"] for p in r.json["probabilities"]] == pytest.approx(
+        model.predict_proba(rows)[:, 1].tolist(), rel=1e-9
+    )
 
 
 def test_a_one_hot_pipeline_fitted_on_category_columns(client: Any) -> None:
