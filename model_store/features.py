@@ -54,6 +54,9 @@ class FeatureSpec:
     allowed: tuple[Any, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    # `allowed` lists the values the model was fitted on, and the model takes others too (an
+    # encoder with handle_unknown="ignore" and the like): they are listed for forms and docs, not enforced.
+    accepts_unseen: bool = False
 
     def __post_init__(self) -> None:
         # The checks compare types by identity and may hash `allowed`: "number" becomes
@@ -64,7 +67,7 @@ class FeatureSpec:
             object.__setattr__(self, "allowed", tuple(self.allowed))
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's shape: {name, type, required, allowed, minimum, maximum}."""
+        """The contract's shape: {name, type, required, allowed, minimum, maximum, accepts_unseen}."""
         return {
             "name": self.name,
             "type": self.type.value,
@@ -72,6 +75,7 @@ class FeatureSpec:
             "allowed": list(self.allowed) if self.allowed is not None else None,
             "minimum": self.minimum,
             "maximum": self.maximum,
+            "accepts_unseen": self.accepts_unseen,
         }
 
     @classmethod
@@ -85,6 +89,7 @@ class FeatureSpec:
             allowed=data.get("allowed"),
             minimum=data.get("minimum"),
             maximum=data.get("maximum"),
+            accepts_unseen=data.get("accepts_unseen", False),
         )
 
 
@@ -109,14 +114,24 @@ def python_value(value: Any) -> Any:
 _CATEGORY_TYPES = (FeatureType.STRING, FeatureType.BOOLEAN, FeatureType.INTEGER, FeatureType.NUMBER)
 
 
-def _categorical_feature(name: str, categories: Sequence[Any], imputed: bool) -> FeatureSpec:
+def _categorical_feature(
+    name: str, categories: Sequence[Any], imputed: bool, accepts_unseen: bool = False
+) -> FeatureSpec:
     values = [python_value(v) for v in categories]
     present = [v for v in values if not _is_missing(v)]
     required = not imputed and len(present) == len(values)
     kind = next((t for t in _CATEGORY_TYPES if all(t.accepts(v) for v in present)), None)
     if kind is None:  # mixed, or not JSON scalars: the categories as the strings they print as
         kind, present = FeatureType.STRING, [str(v) for v in present]
-    return FeatureSpec(name, kind, required=required, allowed=tuple(present))
+    return FeatureSpec(name, kind, required=required, allowed=tuple(present), accepts_unseen=accepts_unseen)
+
+
+def takes_unseen(encoder: Any) -> bool:
+    """Whether a fitted encoder takes a category it was not fitted on: a OneHotEncoder with
+    handle_unknown "ignore", "infrequent_if_exist" or "warn" (all zeros, or the infrequent column),
+    an OrdinalEncoder with "use_encoded_value" (its unknown_value). Strict ("error") encoders refuse it."""
+    handling = getattr(encoder, "handle_unknown", "error")
+    return isinstance(handling, str) and handling != "error"
 
 
 def _class_names(obj: Any) -> set[str]:
@@ -186,6 +201,7 @@ def _column_facts(estimator: Any) -> dict[str, dict[str, Any]]:
                 fact: dict[str, Any] = {"imputed": imputed}
                 if categories is not None and position < len(categories):
                     fact["categories"] = list(categories[position])
+                    fact["unseen"] = takes_unseen(encoder)
                 facts[name] = fact
     else:
         encoder, imputed = _encoder_in(first)
@@ -195,6 +211,7 @@ def _column_facts(estimator: Any) -> dict[str, dict[str, Any]]:
             fact = {"imputed": imputed}
             if categories is not None and position < len(categories):
                 fact["categories"] = list(categories[position])
+                fact["unseen"] = takes_unseen(encoder)
             facts[name] = fact
     return facts
 
@@ -203,7 +220,8 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
     """The features of a fitted estimator, from `feature_names_in_` and its encoders.
 
     A column encoded by a OneHotEncoder/OrdinalEncoder (inside a ColumnTransformer) is a
-    feature with `allowed` = the fitted categories; a column a text vectorizer reads is `string`;
+    feature with `allowed` = the fitted categories (which the feature `accepts_unseen` when the
+    encoder handles unknown categories); a column a text vectorizer reads is `string`;
     other columns are `number`. A column that
     an imputer fills in is not required. Raises InvalidArtifact without `feature_names_in_`.
     """
@@ -226,7 +244,7 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
         name = str(raw)
         fact = facts.get(name, {})
         if "categories" in fact:
-            schema.append(_categorical_feature(name, fact["categories"], fact["imputed"]))
+            schema.append(_categorical_feature(name, fact["categories"], fact["imputed"], fact.get("unseen", False)))
         elif fact.get("text"):
             schema.append(FeatureSpec(name, FeatureType.STRING))
         else:

@@ -100,7 +100,7 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
     return version
 
 
-_FEATURE_KEYS = {"name", "type", "required", "allowed", "minimum", "maximum"}
+_FEATURE_KEYS = {"name", "type", "required", "allowed", "minimum", "maximum", "accepts_unseen"}
 _TYPE_NAMES = frozenset(t.value for t in FeatureType)
 
 
@@ -117,6 +117,7 @@ def _checked_features(features: Any) -> list[FeatureSpec]:
             and isinstance(f["type"], str)
             and f["type"] in _TYPE_NAMES
             and isinstance(f["required"], bool)
+            and isinstance(f["accepts_unseen"], bool)
             and (f["allowed"] is None or isinstance(f["allowed"], list))
             and all(
                 v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
