@@ -252,6 +252,33 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
     return schema
 
 
+def _example_columns(example: Any) -> dict[str, list[Any]]:
+    """The values an upload's example gives each feature: a record, a columnar record or a list of
+    records; nothing for another shape (rows as arrays name no feature)."""
+    records = example if isinstance(example, list) else [example]
+    columns: dict[str, list[Any]] = {}
+    for record in records:
+        if not isinstance(record, dict):
+            return {}
+        for name, value in record.items():
+            columns.setdefault(str(name), []).extend(value if isinstance(value, list) else [value])
+    return columns
+
+
+def typed_by_example(features: Sequence[FeatureSpec], example: Any) -> list[FeatureSpec]:
+    """An inferred schema, with what the example shows: a feature inferred `number` (scikit-learn
+    keeps no input dtypes) whose every example value is a JSON boolean was fitted on a bool
+    column, and becomes `boolean`. Nothing else changes."""
+    columns = _example_columns(example)
+    typed = []
+    for f in features:
+        values = [v for v in columns.get(f.name, []) if v is not None]
+        if f.type is FeatureType.NUMBER and f.allowed is None and values and all(type(v) is bool for v in values):
+            f = FeatureSpec(f.name, FeatureType.BOOLEAN, required=f.required)
+        typed.append(f)
+    return typed
+
+
 def positional_feature_schema(estimator: Any) -> list[FeatureSpec]:
     """The features of an estimator fitted without feature names: `x0`, `x1`, ... (`n_features_in_`
     of them), all numbers. Raises InvalidArtifact for a model that has feature names (they are

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
 from model_store.errors import InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut
-from model_store.features import MAX_FEATURES, POSITIONAL, FeatureSpec, FeatureType
+from model_store.features import MAX_FEATURES, POSITIONAL, FeatureSpec, FeatureType, typed_by_example
 from model_store.loader import check_artifact
 from model_store.store import StoredArtifact, StoreFile
 from registry import service
@@ -54,6 +54,8 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
                 reply = runner.load(file, fmt, "declared" if declared else "infer", declared or None)
         facts = runner.facts
         features = _checked_features(reply.get("features"))
+        if not isinstance(declared, list):  # inferred: the example shows which columns hold booleans
+            features = typed_by_example(features, metadata.get("example"))
         # The example, or one row built from the schema: a version that cannot predict is refused now.
         _try_example(rt, runner, name, features, metadata.get("example"))
         artifact = ArtifactFacts(
