@@ -50,9 +50,7 @@ def register_more(server: Server) -> None:
     """A second version of the demo model, trained on other applicants (`latest`; `production`
     stays on version 1), and a small regressor, so the list has more than one model."""
     frame, target = synthetic_loans(rows=3000, seed=23)
-    prepare = ColumnTransformer(
-        [("numeric", StandardScaler(), NUMERIC), ("categorical", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)]
-    )
+    prepare = ColumnTransformer([("numeric", StandardScaler(), NUMERIC), ("categorical", OneHotEncoder(), CATEGORICAL)])
     model = Pipeline([("prepare", prepare), ("classify", LogisticRegression(C=0.05, max_iter=1000))]).fit(frame, target)
     upload(
         server,

@@ -56,6 +56,9 @@ class FeatureSpec:
     allowed: tuple[Any, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    # `allowed` lists the values the model was fitted on, and the model takes others too (an
+    # encoder with handle_unknown="ignore" and the like): they are listed for forms and docs, not enforced.
+    accepts_unseen: bool = False
 
     def __post_init__(self) -> None:
         # The checks compare types by identity and may hash `allowed`: "number" becomes
@@ -66,7 +69,7 @@ class FeatureSpec:
             object.__setattr__(self, "allowed", tuple(self.allowed))
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's shape: {name, type, required, allowed, minimum, maximum}."""
+        """The contract's shape: {name, type, required, allowed, minimum, maximum, accepts_unseen}."""
         return {
             "name": self.name,
             "type": self.type.value,
@@ -74,6 +77,7 @@ class FeatureSpec:
             "allowed": list(self.allowed) if self.allowed is not None else None,
             "minimum": self.minimum,
             "maximum": self.maximum,
+            "accepts_unseen": self.accepts_unseen,
         }
 
     @classmethod
@@ -87,6 +91,7 @@ class FeatureSpec:
             allowed=data.get("allowed"),
             minimum=data.get("minimum"),
             maximum=data.get("maximum"),
+            accepts_unseen=data.get("accepts_unseen", False),
         )
 
 
@@ -111,14 +116,24 @@ def python_value(value: Any) -> Any:
 _CATEGORY_TYPES = (FeatureType.STRING, FeatureType.BOOLEAN, FeatureType.INTEGER, FeatureType.NUMBER)
 
 
-def _categorical_feature(name: str, categories: Sequence[Any], imputed: bool) -> FeatureSpec:
+def _categorical_feature(
+    name: str, categories: Sequence[Any], imputed: bool, accepts_unseen: bool = False
+) -> FeatureSpec:
     values = [python_value(v) for v in categories]
     present = [v for v in values if not _is_missing(v)]
     required = not imputed and len(present) == len(values)
     kind = next((t for t in _CATEGORY_TYPES if all(t.accepts(v) for v in present)), None)
     if kind is None:  # mixed, or not JSON scalars: the categories as the strings they print as
         kind, present = FeatureType.STRING, [str(v) for v in present]
-    return FeatureSpec(name, kind, required=required, allowed=tuple(present))
+    return FeatureSpec(name, kind, required=required, allowed=tuple(present), accepts_unseen=accepts_unseen)
+
+
+def takes_unseen(encoder: Any) -> bool:
+    """Whether a fitted encoder takes a category it was not fitted on: a OneHotEncoder with
+    handle_unknown "ignore", "infrequent_if_exist" or "warn" (all zeros, or the infrequent column),
+    an OrdinalEncoder with "use_encoded_value" (its unknown_value). Strict ("error") encoders refuse it."""
+    handling = getattr(encoder, "handle_unknown", "error")
+    return isinstance(handling, str) and handling != "error"
 
 
 def _class_names(obj: Any) -> set[str]:
@@ -188,6 +203,7 @@ def _column_facts(estimator: Any) -> dict[str, dict[str, Any]]:
                 fact: dict[str, Any] = {"imputed": imputed}
                 if categories is not None and position < len(categories):
                     fact["categories"] = list(categories[position])
+                    fact["unseen"] = takes_unseen(encoder)
                 facts[name] = fact
     else:
         encoder, imputed = _encoder_in(first)
@@ -197,6 +213,7 @@ def _column_facts(estimator: Any) -> dict[str, dict[str, Any]]:
             fact = {"imputed": imputed}
             if categories is not None and position < len(categories):
                 fact["categories"] = list(categories[position])
+                fact["unseen"] = takes_unseen(encoder)
             facts[name] = fact
     return facts
 
@@ -303,9 +320,11 @@ def native_categories(estimator: Any) -> dict[str, list[Any] | None]:
 def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
     """The features of a fitted estimator, from `feature_names_in_` and its encoders.
 
-    A column encoded by a OneHotEncoder/OrdinalEncoder (inside a ColumnTransformer), or one a model
-    encodes natively as a category (`native_categories`), is a feature with `allowed` = the fitted
-    categories (`string` without them when they cannot be read); a column a text vectorizer reads is `string`;
+    A column encoded by a OneHotEncoder/OrdinalEncoder (inside a ColumnTransformer) is a
+    feature with `allowed` = the fitted categories (which the feature `accepts_unseen` when the
+    encoder handles unknown categories); so is a column a model encodes natively as a category
+    (`native_categories`; it never `accepts_unseen`, and is a `string` without `allowed` when its
+    categories cannot be read); a column a text vectorizer reads is `string`;
     other columns are `number`. A column that
     an imputer fills in is not required. Raises InvalidArtifact without `feature_names_in_`.
     """
@@ -331,12 +350,39 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
         name = str(raw)
         fact = facts.get(name, {})
         if "categories" in fact:
-            schema.append(_categorical_feature(name, fact["categories"], fact["imputed"]))
+            schema.append(_categorical_feature(name, fact["categories"], fact["imputed"], fact.get("unseen", False)))
         elif fact.get("text"):
             schema.append(FeatureSpec(name, FeatureType.STRING))
         else:
             schema.append(FeatureSpec(name, FeatureType.NUMBER, required=not fact.get("imputed", False)))
     return schema
+
+
+def _example_columns(example: Any) -> dict[str, list[Any]]:
+    """The values an upload's example gives each feature: a record, a columnar record or a list of
+    records; nothing for another shape (rows as arrays name no feature)."""
+    records = example if isinstance(example, list) else [example]
+    columns: dict[str, list[Any]] = {}
+    for record in records:
+        if not isinstance(record, dict):
+            return {}
+        for name, value in record.items():
+            columns.setdefault(str(name), []).extend(value if isinstance(value, list) else [value])
+    return columns
+
+
+def typed_by_example(features: Sequence[FeatureSpec], example: Any) -> list[FeatureSpec]:
+    """An inferred schema, with what the example shows: a feature inferred `number` (scikit-learn
+    keeps no input dtypes) whose every example value is a JSON boolean was fitted on a bool
+    column, and becomes `boolean`. Nothing else changes."""
+    columns = _example_columns(example)
+    typed = []
+    for f in features:
+        values = [v for v in columns.get(f.name, []) if v is not None]
+        if f.type is FeatureType.NUMBER and f.allowed is None and values and all(type(v) is bool for v in values):
+            f = FeatureSpec(f.name, FeatureType.BOOLEAN, required=f.required)
+        typed.append(f)
+    return typed
 
 
 def positional_feature_schema(estimator: Any) -> list[FeatureSpec]:

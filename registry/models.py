@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -151,6 +152,8 @@ class Feature(Base):
     allowed: Mapped[list[Any] | None] = mapped_column(JSON)
     minimum: Mapped[float | None] = mapped_column(Float)
     maximum: Mapped[float | None] = mapped_column(Float)
+    # `allowed` lists the fitted categories, and others are accepted too (API v1.1).
+    accepts_unseen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     model_version: Mapped[ModelVersion] = relationship(back_populates="features")
 
@@ -173,6 +176,7 @@ class Feature(Base):
             allowed=list(spec.allowed) if spec.allowed is not None else None,
             minimum=spec.minimum,
             maximum=spec.maximum,
+            accepts_unseen=spec.accepts_unseen,
         )
 
     def to_spec(self) -> FeatureSpec:
@@ -183,6 +187,7 @@ class Feature(Base):
             allowed=tuple(self.allowed) if self.allowed is not None else None,
             minimum=self.minimum,
             maximum=self.maximum,
+            accepts_unseen=self.accepts_unseen,
         )
 
 

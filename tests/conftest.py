@@ -170,25 +170,34 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 
 # -- models ---------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def credit_pipeline() -> Pipeline:
-    """A ColumnTransformer + OneHotEncoder + LogisticRegression pipeline fitted on a DataFrame."""
+def _credit(encoder: OneHotEncoder) -> Pipeline:
     frame, target = loans()
     model = Pipeline(
         [
             (
                 "prepare",
                 ColumnTransformer(
-                    [
-                        ("num", StandardScaler(), ["age", "income"]),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["gender", "region"]),
-                    ]
+                    [("num", StandardScaler(), ["age", "income"]), ("cat", encoder, ["gender", "region"])]
                 ),
             ),
             ("clf", LogisticRegression(max_iter=500)),
         ]
     )
     return model.fit(frame, target)
+
+
+@pytest.fixture(scope="session")
+def credit_pipeline() -> Pipeline:
+    """A ColumnTransformer + OneHotEncoder + LogisticRegression pipeline fitted on a DataFrame;
+    its encoder is strict (an unseen category is an error), so its inferred schema enforces `allowed`."""
+    return _credit(OneHotEncoder())
+
+
+@pytest.fixture(scope="session")
+def lenient_credit_pipeline() -> Pipeline:
+    """The same pipeline with OneHotEncoder(handle_unknown="ignore"): an unseen or missing category
+    is all zeros, so its inferred categories accept unseen values."""
+    return _credit(OneHotEncoder(handle_unknown="ignore"))
 
 
 @pytest.fixture(scope="session")

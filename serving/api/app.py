@@ -14,6 +14,7 @@ from serving.api.context import attach, runtime
 from serving.api.errors import MaasApi, register_error_handlers
 from serving.api.jsonbody import JSONProvider
 from serving.api.middleware import EncodedSlashes, SpoolingRequest
+from serving.api.requestid import register_request_ids
 from serving.api.routes import admin, health, models, predict, ui
 from serving.config import Settings
 from serving.inference.runtime import Runtime
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> 
         rt.close()
         raise
     attach(app, rt)
+    register_request_ids(app)
     register_request_guards(app)
     register_blueprints(app)
     register_error_handlers(app)

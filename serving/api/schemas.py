@@ -51,6 +51,13 @@ def _is_finite(number: float) -> bool:
         return False
 
 
+_ACCEPTS_UNSEEN_DOC = (
+    "API v1.1. True when `allowed` lists the values the model was fitted on (for forms and docs) and the "
+    "model takes others too, as an encoder with handle_unknown='ignore' does: a value not in `allowed` "
+    "is then accepted. False (the default) enforces `allowed`."
+)
+
+
 class FeatureSchema(StrictSchema):
     name = Text(required=True, validate=validate.Length(min=1, max=MAX_FEATURE_NAME_LENGTH))
     type = fields.String(load_default=FeatureType.NUMBER.value, validate=validate.OneOf([t.value for t in FeatureType]))
@@ -58,6 +65,7 @@ class FeatureSchema(StrictSchema):
     allowed = fields.List(fields.Raw(), load_default=None, allow_none=True)
     minimum = FiniteFloat(load_default=None, allow_none=True)
     maximum = FiniteFloat(load_default=None, allow_none=True)
+    accepts_unseen = fields.Boolean(load_default=False, metadata={"description": _ACCEPTS_UNSEEN_DOC})
 
     @ma.validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
@@ -74,6 +82,8 @@ class FeatureSchema(StrictSchema):
             bad = [v for v in allowed if not kind.accepts(v) or (kind is FeatureType.NUMBER and not _is_finite(v))]
             if bad:
                 raise ma.ValidationError(f"Values not of type {kind.value}: {bad[:5]!r}.", "allowed")
+        elif data.get("accepts_unseen"):
+            raise ma.ValidationError("accepts_unseen applies to a feature with allowed values only.", "accepts_unseen")
 
     @ma.post_load
     def _spec(self, data: dict[str, Any], **_: Any) -> FeatureSpec:
@@ -217,6 +227,10 @@ class FeatureOutSchema(ma.Schema):
         allow_none=True,
         required=True,
         metadata={"type": "number", "nullable": True},
+    )
+    accepts_unseen = fields.Boolean(
+        required=True,
+        metadata={"description": _ACCEPTS_UNSEEN_DOC},
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from serving.config import ConfigError, Settings
+from serving.logs import install_log_record_ids
 
 # name -> "module:attribute" of the command, relative to this package.
 SUBCOMMANDS = {
@@ -48,8 +49,11 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """maas: a versioned registry and prediction server for scikit-learn models."""
+    install_log_record_ids()
     logging.basicConfig(
-        level=os.environ.get("MAAS_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=os.environ.get("MAAS_LOG_LEVEL", "INFO"),
+        # request_id: the X-Request-ID of the request the line was written for, "-" outside one.
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
 
 

@@ -35,7 +35,9 @@ class CompiledFeature:
         self.type = spec.type
         self.types = spec.type.python_types
         self.required = spec.required
-        self.allowed = frozenset(spec.allowed) if spec.allowed is not None else None
+        # `allowed` is what the checks enforce, `allowed_list` the values known (forms, what-if grids):
+        # a feature that accepts unseen values lists them and enforces nothing.
+        self.allowed = frozenset(spec.allowed) if spec.allowed is not None and not spec.accepts_unseen else None
         self.allowed_list = list(spec.allowed or ())
         self.minimum = spec.minimum
         self.maximum = spec.maximum

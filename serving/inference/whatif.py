@@ -119,7 +119,7 @@ def _sweeps(inputs: InputSchema, baseline: Mapping[str, Any], request: WhatIfReq
         feature = by_name.get(name)
         if feature is None:
             errors.setdefault("ranges", {})[name] = ["Unknown feature."]
-        elif not feature.type.is_numeric or feature.allowed is not None:
+        elif not feature.type.is_numeric or feature.allowed_list:
             errors.setdefault("ranges", {})[name] = ["Only a numeric feature without allowed values has a range."]
     if request.features is None:
         chosen = [f for f in inputs.features if _sweepable(f)]
@@ -153,12 +153,12 @@ def _sweeps(inputs: InputSchema, baseline: Mapping[str, Any], request: WhatIfReq
 
 
 def _sweepable(feature: CompiledFeature) -> bool:
-    return feature.type is not FeatureType.STRING or feature.allowed is not None
+    return feature.type is not FeatureType.STRING or bool(feature.allowed_list)
 
 
 def _grid(feature: CompiledFeature, base: Any, request: WhatIfRequest) -> list[Any]:
     """The values one feature takes, in sweep order; ValueError says why a range is refused."""
-    if feature.allowed is not None:
+    if feature.allowed_list:  # the known values, also of a feature that accepts others
         return list(feature.allowed_list)
     if feature.type is FeatureType.BOOLEAN:
         return [False, True]

@@ -61,7 +61,8 @@ def train_demo_model() -> Pipeline:
                 ColumnTransformer(
                     [
                         ("numeric", StandardScaler(), NUMERIC),
-                        ("categorical", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+                        # Strict: the form offers the fitted categories only (a select, not free text).
+                        ("categorical", OneHotEncoder(), CATEGORICAL),
                     ]
                 ),
             ),

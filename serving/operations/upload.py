@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
 from model_store.errors import InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut
-from model_store.features import MAX_FEATURES, POSITIONAL, FeatureSpec, FeatureType
+from model_store.features import MAX_FEATURES, POSITIONAL, FeatureSpec, FeatureType, typed_by_example
 from model_store.loader import check_artifact
 from model_store.store import StoredArtifact, StoreFile
 from registry import service
@@ -54,6 +54,8 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
                 reply = runner.load(file, fmt, "declared" if declared else "infer", declared or None)
         facts = runner.facts
         features = _checked_features(reply.get("features"))
+        if not isinstance(declared, list):  # inferred: the example shows which columns hold booleans
+            features = typed_by_example(features, metadata.get("example"))
         # The example, or one row built from the schema: a version that cannot predict is refused now.
         _try_example(rt, runner, name, features, metadata.get("example"))
         artifact = ArtifactFacts(
@@ -100,7 +102,7 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
     return version
 
 
-_FEATURE_KEYS = {"name", "type", "required", "allowed", "minimum", "maximum"}
+_FEATURE_KEYS = {"name", "type", "required", "allowed", "minimum", "maximum", "accepts_unseen"}
 _TYPE_NAMES = frozenset(t.value for t in FeatureType)
 
 
@@ -117,6 +119,7 @@ def _checked_features(features: Any) -> list[FeatureSpec]:
             and isinstance(f["type"], str)
             and f["type"] in _TYPE_NAMES
             and isinstance(f["required"], bool)
+            and isinstance(f["accepts_unseen"], bool)
             and (f["allowed"] is None or isinstance(f["allowed"], list))
             and all(
                 v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))

@@ -413,7 +413,11 @@ def test_a_models_exception_tells_the_client_its_class_and_the_log_its_traceback
     assert upload(client, "picky", PickyRegressor().fit(frame)).status_code == 201
     assert upload(client, "fussy", FussyRegressor().fit(frame)).status_code == 201
     with caplog.at_level("WARNING", logger="serving.runners.pool"):
-        fussy = client.post("/api/models/fussy/predict", json={"data": {"a": [1, 99], "b": [1, 2]}})
+        fussy = client.post(
+            "/api/models/fussy/predict",
+            json={"data": {"a": [1, 99], "b": [1, 2]}},
+            headers={"X-Request-ID": "trace-fussy-1"},
+        )
         picky = client.post("/api/models/picky/predict", json={"data": {"a": -1, "b": 1}})
     assert fussy.status_code == 422
     assert fussy.json["message"] == (
@@ -428,6 +432,9 @@ def test_a_models_exception_tells_the_client_its_class_and_the_log_its_traceback
         message = logged[f"Version 1 of '{name}'"]
         assert "Traceback (most recent call last)" in message and f"in {frame_name}" in message, message
     assert "negative input at /secret/path/model.py" in logged["Version 1 of 'picky'"]
+    # Each line names the request it was written for: the client's id, or the one it was given.
+    ids = {r.getMessage().split(" raised ")[0]: getattr(r, "request_id", None) for r in caplog.records}
+    assert ids == {"Version 1 of 'fussy'": "trace-fussy-1", "Version 1 of 'picky'": picky.headers["X-Request-ID"]}
 
 
 # -- artifacts damaged on disk ----------------------------------------------------------------

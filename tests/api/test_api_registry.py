@@ -79,6 +79,7 @@ def test_version_in_full(populated: Any, credit_pipeline: Any) -> None:
         "allowed": None,
         "minimum": None,
         "maximum": None,
+        "accepts_unseen": False,
     }
     assert v["features"][3]["type"] == "string" and v["features"][3]["allowed"] == ["east", "north", "south"]
     assert populated.get("/api/models/credit/versions/latest").json["version"] == 3

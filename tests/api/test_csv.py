@@ -22,8 +22,8 @@ CSV = "text/csv"
 
 
 @pytest.fixture
-def credit(client: Any, credit_pipeline: Any) -> Any:
-    assert upload(client, "credit", credit_pipeline, {"features": SCHEMA}).status_code == 201
+def credit(client: Any, lenient_credit_pipeline: Any) -> Any:
+    assert upload(client, "credit", lenient_credit_pipeline, {"features": SCHEMA}).status_code == 201
     return client
 
 
@@ -38,37 +38,37 @@ def _post(client: Any, body: str | bytes, path: str = "/api/models/credit/versio
     return client.post(path, data=body, headers={"Content-Type": CSV, **headers}, **kwargs)
 
 
-def test_a_portfolio_round_trip_gives_the_models_own_predictions(credit: Any, credit_pipeline: Any) -> None:
+def test_a_portfolio_round_trip_gives_the_models_own_predictions(credit: Any, lenient_credit_pipeline: Any) -> None:
     frame = _portfolio()
     sent = frame.to_csv(index=False)  # what pandas writes: income as 51234.56789, age as 35
     r = _post(credit, sent, "/api/models/credit/predict?return_probabilities=true", headers={"Accept": CSV})
     assert r.status_code == 200, r.get_data(as_text=True)
     assert r.mimetype == CSV
     answer = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
-    classes = [str(c) for c in credit_pipeline.classes_]
+    classes = [str(c) for c in lenient_credit_pipeline.classes_]
     assert answer[0] == [*frame.columns, "prediction", *(f"probability_{c}" for c in classes)]
     sent_rows = list(csv.reader(io.StringIO(sent)))[1:]
     assert [row[:4] for row in answer[1:]] == sent_rows  # the input as sent, field for field
-    assert [int(row[4]) for row in answer[1:]] == credit_pipeline.predict(frame).tolist()
-    proba = credit_pipeline.predict_proba(frame)
+    assert [int(row[4]) for row in answer[1:]] == lenient_credit_pipeline.predict(frame).tolist()
+    proba = lenient_credit_pipeline.predict_proba(frame)
     for row, expected in zip(answer[1:], proba, strict=True):
         assert [float(p) for p in row[5:]] == expected.tolist()  # repr() round-trips a float exactly
 
     as_json = _post(credit, sent, "/api/models/credit/versions/latest/predict?return_probabilities=1")
     assert as_json.status_code == 200 and as_json.mimetype == "application/json"
-    assert as_json.json["predictions"] == credit_pipeline.predict(frame).tolist()
+    assert as_json.json["predictions"] == lenient_credit_pipeline.predict(frame).tolist()
     assert [p[classes[1]] for p in as_json.json["probabilities"]] == proba[:, 1].tolist()
     assert "probabilities" not in _post(credit, sent).json
 
 
-def test_each_field_is_read_as_its_features_type(credit: Any, credit_pipeline: Any) -> None:
+def test_each_field_is_read_as_its_features_type(credit: Any, lenient_credit_pipeline: Any) -> None:
     # a byte order mark (Excel), CRLF, an integer written 35.0, spaces around numbers, an empty
     # optional field, quoting, a trailing blank line
     body = '\ufeffincome,age,gender,region\r\n" 42000 ",35.0,male,\r\n6.1e4,52,"female",south\r\n\r\n'
     r = _post(credit, body.encode(), headers={"Accept": CSV})
     assert r.status_code == 200, r.get_data(as_text=True)
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
-    expected = credit_pipeline.predict(
+    expected = lenient_credit_pipeline.predict(
         pd.DataFrame(
             {"age": [35, 52], "income": [42000.0, 61000.0], "gender": ["male", "female"], "region": [None, "south"]}
         )
@@ -171,10 +171,10 @@ def test_bad_csv_is_422_in_the_contracts_shape(credit: Any, body: Any, message: 
     assert r.json == {"code": 422, "status": "Unprocessable Entity", "message": message, "errors": errors}
 
 
-def test_limits_content_types_and_the_query(make_app: Any, credit_pipeline: Any) -> None:
+def test_limits_content_types_and_the_query(make_app: Any, lenient_credit_pipeline: Any) -> None:
     app = make_app(max_batch_rows=5, max_request_bytes=4096)
     client = app.test_client()
-    assert upload(client, "credit", credit_pipeline, {"features": SCHEMA}).status_code == 201
+    assert upload(client, "credit", lenient_credit_pipeline, {"features": SCHEMA}).status_code == 201
     six = "age,income,gender\n" + "35,1,male\n" * 6
     r = _post(client, six)
     assert r.status_code == 413 and r.json["message"] == "The request has 6 rows, more than the limit of 5."

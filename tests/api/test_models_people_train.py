@@ -76,3 +76,41 @@ def test_a_column_transformer_with_a_text_column_infers_string(client: Any) -> N
     r = client.post("/api/models/mixed/predict", json={"data": rows.to_dict("records")})
     assert r.status_code == 200, r.json
     assert r.json["predictions"] == model.predict(rows).tolist()
+
+
+def test_a_bool_column_is_boolean_when_the_example_shows_it(client: Any) -> None:
+    """scikit-learn keeps no input dtypes: a bool column reaching a scaler is inferred `number`,
+    and the upload's example (a JSON boolean) tells it was a bool column."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"income": rng.normal(40, 10, 200), "owner": rng.random(200) > 0.5})
+    target = frame["owner"] ^ (frame["income"] > 45)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, target)
+    guessed = upload(client, "homes", model)
+    assert guessed.status_code == 201, guessed.json
+    assert [f["type"] for f in guessed.json["features"]] == ["number", "number"]
+    shown = upload(client, "homes", model, {"example": {"income": 41.5, "owner": True}})
+    assert shown.status_code == 201, shown.json
+    assert [f["type"] for f in shown.json["features"]] == ["number", "boolean"]
+    data = {"income": [30.0, 50.0, 44.0], "owner": [True, False, True]}
+    r = client.post("/api/models/homes/versions/2/predict", json={"data": data, "return_probabilities": True})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == model.predict(pd.DataFrame(data)).tolist()
+    assert [p["True"] for p in r.json["probabilities"]] == model.predict_proba(pd.DataFrame(data))[:, 1].tolist()
+    refused = client.post("/api/models/homes/versions/2/predict", json={"data": {"income": 30.0, "owner": 1}})
+    assert refused.status_code == 422
+    assert refused.json["errors"] == {"json": {"data": {"owner": ["Must be a boolean, not a number."]}}}
+
+
+def test_a_one_hot_encoded_bool_column_is_boolean(client: Any) -> None:
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"income": rng.normal(40, 10, 200), "owner": rng.random(200) > 0.5})
+    target = frame["owner"] ^ (frame["income"] > 45)
+    prepare = ColumnTransformer([("num", StandardScaler(), ["income"]), ("cat", OneHotEncoder(), ["owner"])])
+    model = Pipeline([("prepare", prepare), ("clf", LogisticRegression())]).fit(frame, target)
+    created = upload(client, "homes", model)
+    assert created.status_code == 201, created.json
+    owner = created.json["features"][1]
+    assert (owner["type"], owner["allowed"]) == ("boolean", [False, True])
+    data = {"income": [30.0, 50.0], "owner": [True, False]}
+    r = client.post("/api/models/homes/predict", json={"data": data})
+    assert r.json["predictions"] == model.predict(pd.DataFrame(data)).tolist()

@@ -22,6 +22,7 @@ def positional(client: Any, numpy_model: Any) -> Any:
     assert r.status_code == 201, r.json
     assert r.json["features"] == [
         {"name": n, "type": "number", "required": True, "allowed": None, "minimum": None, "maximum": None}
+        | {"accepts_unseen": False}
         for n in NAMES
     ]
     return numpy_model

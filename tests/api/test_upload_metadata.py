@@ -88,13 +88,13 @@ def test_blank_or_empty_metadata_is_no_metadata(client: Any, credit_pipeline: An
     assert r.status_code == 201 and r.json["description"] is None and r.json["tags"] == {}
 
 
-def test_declared_features_are_recorded(client: Any, credit_pipeline: Any) -> None:
+def test_declared_features_are_recorded(client: Any, lenient_credit_pipeline: Any) -> None:
     features = (
         '[{"name": "age", "minimum": 0, "maximum": 120}, {"name": "income"},'
         ' {"name": "gender", "type": "string", "required": false, "allowed": ["female", "male"]},'
         ' {"name": "region", "type": "string"}]'
     )
-    r = _post(client, {"file": _file(credit_pipeline), "metadata": f'{{"features": {features}}}'})
+    r = _post(client, {"file": _file(lenient_credit_pipeline), "metadata": f'{{"features": {features}}}'})
     assert r.status_code == 201, r.json
     assert r.json["features"][0] == {
         "name": "age",
@@ -103,6 +103,7 @@ def test_declared_features_are_recorded(client: Any, credit_pipeline: Any) -> No
         "allowed": None,
         "minimum": 0.0,
         "maximum": 120.0,
+        "accepts_unseen": False,
     }
     assert r.json["features"][2]["allowed"] == ["female", "male"] and r.json["features"][2]["required"] is False
 

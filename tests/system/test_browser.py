@@ -77,9 +77,7 @@ def second_pipeline() -> Pipeline:
     """Another ColumnTransformer pipeline on the same columns; it imputes a missing income."""
     frame, target = loans(rows=400, seed=11)
     numeric = Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())])
-    prepare = ColumnTransformer(
-        [("num", numeric, ["age", "income"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["gender", "region"])]
-    )
+    prepare = ColumnTransformer([("num", numeric, ["age", "income"]), ("cat", OneHotEncoder(), ["gender", "region"])])
     return Pipeline([("prepare", prepare), ("clf", LogisticRegression(C=0.2, max_iter=500))]).fit(frame, target)
 
 
@@ -251,6 +249,30 @@ def test_the_form_predicts_what_the_model_predicts(open_tab: Callable[..., Tab],
     for label, p in probabilities.items():
         assert page.inner_text(f'.bar-row[data-class="{label}"] .bar-value') == f"{p * 100:.1f} %"
     assert page.get_attribute(".bar-row.predicted", "data-class") == str(expected)
+
+
+def test_a_feature_that_accepts_unseen_values_is_free_text_with_suggestions(
+    open_tab: Callable[..., Tab], site: Site, lenient_credit_pipeline: Pipeline
+) -> None:
+    """OneHotEncoder(handle_unknown="ignore"): the form suggests the fitted categories and takes another."""
+    name = "lenient-credit"
+    if site.live.server.get(f"/api/models/{name}").status_code == 404:
+        created = upload_live(site.live.server, name, joblib_bytes(lenient_credit_pipeline), {"example": V1_EXAMPLE})
+        assert created.status_code == 201, created.text
+    tab = open_tab()
+    tab.open(f"/ui/models/{name}")
+    page = tab.page
+    page.wait_for_selector("body[data-ready]")
+    assert page.query_selector('select[name="region"]') is None
+    listed = page.eval_on_selector('input[name="region"]', "e => [...e.list.options].map(o => o.value)")
+    assert listed == ["east", "north", "south"]
+    assert page.input_value('input[name="region"]') == V1_EXAMPLE["region"]
+    assert "others accepted" in page.inner_text('[data-feature="region"] .hint')
+    page.fill('input[name="region"]', "far west")
+    answer = tab.predict()
+    record = {**V1_EXAMPLE, "region": "far west"}
+    assert answer["predictions"] == [prediction_of(lenient_credit_pipeline, record)]
+    assert answer["probabilities"][0] == pytest.approx(probabilities_of(lenient_credit_pipeline, record), abs=1e-12)
 
 
 def test_switching_versions_follows_the_new_schema(open_tab: Callable[..., Tab], site: Site) -> None:

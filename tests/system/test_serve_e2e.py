@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from serving.operations.demo import DEMO_EXAMPLE, DEMO_MODEL
-from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
+from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, REPO, joblib_bytes
 from tests.support import upload_live as upload
 from tests.support.live import Server, environment
 
@@ -188,3 +188,40 @@ def test_unsafe_pickle_is_refused_and_never_runs(
     assert server.get("/api/models/credit/versions/2").status_code == 404
     assert store_files(store) == store_before
     assert server.process.poll() is None
+
+
+# -- a model's exception, for whoever runs the service -------------------------------------------
+def test_a_models_exception_is_logged_with_its_request_id_model_version_and_traceback(
+    serve: Callable[..., Server], database_url: str, tmp_path: Path
+) -> None:
+    from tests.estimators.fixture_models import FussyRegressor
+
+    env = environment(
+        MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
+        MAAS_DATABASE_URL=database_url,
+        MAAS_STORE_DIR=str(tmp_path / "store"),
+        MAAS_TRUSTED_MODULES="tests",  # lets the test model load
+        PYTHONPATH=str(REPO),
+    )
+    server = serve(env=env, cwd=tmp_path)
+    fussy = FussyRegressor().fit(pd.DataFrame({"a": [1.0], "b": [2.0]}))
+    assert upload(server, "fussy", joblib_bytes(fussy)).status_code == 201
+    r = server.post(
+        "/api/models/fussy/predict",
+        json={"data": {"a": [1, 99], "b": [1, 2]}},
+        headers={"X-Request-ID": "trace-e2e-7"},
+    )
+    assert r.status_code == 422 and r.headers["X-Request-ID"] == "trace-e2e-7"
+    assert (
+        r.json()["message"]
+        == "Model Version 1 of 'fussy' failed on this input (ValueError: a row sums to more than 100)."
+    )
+    assert "Traceback" not in r.text
+    deadline = time.monotonic() + 10
+    while "trace-e2e-7" not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = server.log.read_text()
+    [line] = [line for line in log.splitlines() if "[trace-e2e-7]" in line]
+    assert "WARNING serving.runners.pool" in line and "Version 1 of 'fussy' raised ValueError" in line, line
+    after = log[log.index(line) :]
+    assert "Traceback (most recent call last)" in after and "in _refuse_large" in after, after[:3000]

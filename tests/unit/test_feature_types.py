@@ -83,6 +83,7 @@ def test_a_spec_round_trips_through_the_contracts_json() -> None:
         "allowed": ["a", "b"],
         "minimum": None,
         "maximum": None,
+        "accepts_unseen": False,
     }
     assert spec.to_json() == as_json
     assert FeatureSpec.from_json(as_json) == spec

@@ -67,13 +67,15 @@ def test_migrations_create_the_schema_and_match_the_models(empty_database_url: s
 
 def test_a_registry_of_the_previous_release_upgrades_in_place(empty_database_url: str) -> None:
     """A registry made at revision 0001 (the release before versions kept their example) takes
-    0002 in place: its rows are kept, its versions answer example None, new ones record theirs."""
+    every later revision in place: its rows are kept, its versions answer example None and its
+    features enforce their allowed values (accepts_unseen false, 0005), new versions record theirs."""
     db = Database(empty_database_url)
     try:
         upgrade_database(db.engine, "0001")
         old = MetaData()
         old.reflect(db.engine)
         assert "example" not in old.tables["model_versions"].c
+        assert "accepts_unseen" not in old.tables["features"].c
         now = datetime.now(UTC)
         with db.engine.begin() as connection:
             model_id = connection.execute(
@@ -116,6 +118,13 @@ def test_a_registry_of_the_previous_release_upgrades_in_place(empty_database_url
                 )
             )
             connection.execute(
+                old.tables["features"]
+                .insert()
+                .values(
+                    version_id=version_id, position=1, name="gender", type="string", required=True, allowed=["f", "m"]
+                )
+            )
+            connection.execute(
                 old.tables["aliases"]
                 .insert()
                 .values(model_id=model_id, name="production", version_id=version_id, updated_at=now)
@@ -126,7 +135,10 @@ def test_a_registry_of_the_previous_release_upgrades_in_place(empty_database_url
         with db.read() as session:
             kept = service.get_version(session, "credit", "production")
             assert (kept.version, kept.example, kept.tags, kept.classes) == (1, None, {"team": "risk"}, [0, 1])
-            assert [(f.name, f.minimum, f.maximum) for f in kept.features] == [("age", 0.0, 120.0)]
+            assert [(f.name, f.minimum, f.maximum, f.accepts_unseen) for f in kept.features] == [
+                ("age", 0.0, 120.0, False),
+                ("gender", None, None, False),
+            ]
         example = [{"age": 35, "gender": "m"}, {"age": 52.5, "gender": None}]
         assert register(db, example=example) == 2
         with db.read() as session:

@@ -93,6 +93,7 @@ def test_infers_column_transformer_encoders(credit_pipeline: Any) -> None:
         "allowed": None,
         "minimum": None,
         "maximum": None,
+        "accepts_unseen": False,
     }
     assert schema[2].type is FeatureType.STRING and schema[2].allowed == ("female", "male")
     assert schema[3].allowed == ("east", "north", "south")

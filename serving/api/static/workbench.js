@@ -94,12 +94,32 @@
   }
 
   function sameKind(a, b) {
-    return a.type === b.type && JSON.stringify(a.allowed) === JSON.stringify(b.allowed);
+    return (
+      a.type === b.type &&
+      JSON.stringify(a.allowed) === JSON.stringify(b.allowed) &&
+      Boolean(a.accepts_unseen) === Boolean(b.accepts_unseen)
+    );
+  }
+
+  /** A feature whose value is one of a closed list: a select. (One that accepts unseen values lists its
+   * known values as suggestions of a text or number input instead.) */
+  function closedChoice(feature) {
+    return Boolean(feature.allowed && feature.allowed.length && !feature.accepts_unseen);
+  }
+
+  function suggestions(feature, id) {
+    if (!(feature.accepts_unseen && feature.allowed && feature.allowed.length)) return null;
+    return h(
+      "datalist",
+      { id: id + "-known" },
+      feature.allowed.map((value) => h("option", { value: String(value) })),
+    );
   }
 
   function control(feature, id, describedBy) {
     const common = { id, name: feature.name, "aria-describedby": describedBy };
-    if (feature.allowed && feature.allowed.length) {
+    if (feature.accepts_unseen && feature.allowed && feature.allowed.length) common.list = id + "-known";
+    if (closedChoice(feature)) {
       const select = h(
         "select",
         common,
@@ -128,13 +148,14 @@
       parts.push(show(feature.minimum) + " to " + show(feature.maximum));
     } else if (feature.minimum !== null) parts.push("at least " + show(feature.minimum));
     else if (feature.maximum !== null) parts.push("at most " + show(feature.maximum));
-    if (feature.allowed) parts.push(feature.allowed.length + " choices");
+    if (feature.allowed)
+      parts.push(feature.allowed.length + (feature.accepts_unseen ? " known values, others accepted" : " choices"));
     return parts.join(", ");
   }
 
   function setValue(field, value) {
     const { feature, input } = field;
-    if (feature.allowed && feature.allowed.length) {
+    if (closedChoice(feature)) {
       const i = feature.allowed.findIndex((a) => JSON.stringify(a) === JSON.stringify(value));
       input.value = i >= 0 ? String(i) : feature.required ? "0" : "";
     } else if (feature.type === "boolean") {
@@ -146,8 +167,7 @@
 
   function valueOf(field) {
     const { feature, input } = field;
-    if (feature.allowed && feature.allowed.length)
-      return input.value === "" ? null : feature.allowed[Number(input.value)];
+    if (closedChoice(feature)) return input.value === "" ? null : feature.allowed[Number(input.value)];
     if (feature.type === "boolean") return input.checked;
     if (feature.type === "number" || feature.type === "integer") {
       if (input.value.trim() === "") return null;
@@ -178,9 +198,9 @@
       const error = h("p", { class: "field-error", id: id + "-error" });
       const note = h("p", { class: "hint", id: id + "-hint" }, hint(feature));
       const box =
-        feature.type === "boolean" && !(feature.allowed && feature.allowed.length)
+        feature.type === "boolean" && !closedChoice(feature)
           ? h("div", { class: "field checkbox", "data-feature": feature.name }, input, label, note, error)
-          : h("div", { class: "field", "data-feature": feature.name }, label, input, note, error);
+          : h("div", { class: "field", "data-feature": feature.name }, label, input, suggestions(feature, id), note, error);
       const field = { feature, input, error, box };
       let value = feature.name in example ? example[feature.name] : schemaDefault(feature);
       if (kept && kept.has(feature.name) && sameKind(kept.get(feature.name).feature, feature)) {
