@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -216,12 +218,113 @@ def _column_facts(estimator: Any) -> dict[str, dict[str, Any]]:
     return facts
 
 
+# -- models that encode pandas `category` columns themselves -------------------------------------
+# HistGradientBoosting* (categorical_features="from_dtype"), LightGBM's and XGBoost's scikit-learn
+# wrappers fitted on a DataFrame with `category` columns: the model must get those columns with the
+# categories it was fitted on. Each reader is best effort: an attribute missing or not as expected
+# gives no categories from it.
+
+
+def _hist_gradient_boosting_categories(model: Any, names: list[str]) -> dict[str, list[Any] | None]:
+    if not _class_names(model) & {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}:
+        return {}
+    mask = getattr(model, "is_categorical_", None)
+    preprocessor = getattr(model, "_preprocessor", None)
+    if mask is None or preprocessor is None or len(mask) != len(names):
+        return {}
+    indices = [i for i, flag in enumerate(list(mask)) if flag]
+    encoder = next((t for _, t, _ in preprocessor.transformers_ if "OrdinalEncoder" in _class_names(t)), None)
+    categories = getattr(encoder, "categories_", None)
+    if categories is None or len(categories) != len(indices):
+        return {}
+    return {names[i]: list(c) for i, c in zip(indices, categories, strict=True)}
+
+
+def _lightgbm_categories(model: Any, names: list[str]) -> dict[str, list[Any] | None]:
+    # `pandas_categorical` holds the categories of the `category` columns in their order in the
+    # frame; `categorical_column` indexes the categorical columns (those and any named in
+    # `categorical_feature=`): the two line up only when every categorical column was a `category`.
+    if "LGBMModel" not in _class_names(model):
+        return {}
+    booster = model.booster_
+    categories = getattr(booster, "pandas_categorical", None)
+    columns = booster.params.get("categorical_column")
+    if isinstance(columns, str):
+        columns = [int(c) for c in columns.split(",") if c.strip()]
+    if not categories or not columns or len(columns) != len(categories):
+        return {}
+    return {names[int(i)]: list(c) for i, c in zip(columns, categories, strict=True)}
+
+
+def _xgboost_stored_categories(booster: Any) -> list[list[Any] | None] | None:
+    """The categories xgboost (3.1+) stores per feature, read from the model's JSON (no pyarrow
+    needed): strings as UTF-8 bytes cut at `offsets`, numbers as `values`. None when not there."""
+    try:
+        gradient_booster = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]
+        model = gradient_booster.get("model") or gradient_booster["gbtree"]["model"]  # gbtree, or dart
+        encoded = model["cats"]["enc"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    stored: list[list[Any] | None] = []
+    for entry in encoded:
+        values = entry.get("values") or []
+        if "offsets" in entry:
+            offsets = entry["offsets"]
+            # Signed bytes. xgboost 3.2 counts the offsets in characters but stores UTF-8 bytes: only
+            # all-ASCII categories read back exactly; others stay unknown (xgboost recodes them itself).
+            if offsets and all(0 <= v < 128 for v in values):
+                raw = bytes(values)
+                stored.append([raw[a:b].decode("ascii") for a, b in itertools.pairwise(offsets)])
+            else:
+                stored.append(None)
+        else:
+            stored.append(list(values) if "type" in entry else None)
+    return stored
+
+
+def _xgboost_categories(model: Any, names: list[str]) -> dict[str, list[Any] | None]:
+    if "XGBModel" not in _class_names(model):
+        return {}
+    booster = model.get_booster()
+    types = booster.feature_types
+    if not types or len(types) != len(names) or "c" not in types:
+        return {}
+    stored = _xgboost_stored_categories(booster)
+    if stored is not None and len(stored) != len(names):
+        stored = None
+    return {names[i]: (stored[i] if stored is not None else None) for i, t in enumerate(types) if t == "c"}
+
+
+_NATIVE_READERS = (_hist_gradient_boosting_categories, _lightgbm_categories, _xgboost_categories)
+
+
+def native_categories(estimator: Any) -> dict[str, list[Any] | None]:
+    """Per input column a model encodes as a category itself (see above): its fitted categories in
+    the model's order (missing values included as they were seen), or None when the model says the
+    column is categorical but its categories cannot be read. Empty for every other model."""
+    model = first_step(estimator)
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return {}
+    names = [str(n) for n in names]
+    for reader in _NATIVE_READERS:
+        try:
+            found = reader(model, names)
+        except Exception:  # noqa: BLE001 - another library's attributes, of another version: best effort
+            continue
+        if found:
+            return found
+    return {}
+
+
 def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
     """The features of a fitted estimator, from `feature_names_in_` and its encoders.
 
     A column encoded by a OneHotEncoder/OrdinalEncoder (inside a ColumnTransformer) is a
     feature with `allowed` = the fitted categories (which the feature `accepts_unseen` when the
-    encoder handles unknown categories); a column a text vectorizer reads is `string`;
+    encoder handles unknown categories); so is a column a model encodes natively as a category
+    (`native_categories`; it never `accepts_unseen`, and is a `string` without `allowed` when its
+    categories cannot be read); a column a text vectorizer reads is `string`;
     other columns are `number`. A column that
     an imputer fills in is not required. Raises InvalidArtifact without `feature_names_in_`.
     """
@@ -239,6 +342,9 @@ def infer_feature_schema(estimator: Any) -> list[FeatureSpec]:
             )
         )
     facts = _column_facts(estimator)
+    for name, categories in native_categories(estimator).items():
+        if "categories" not in facts.get(name, {}):
+            facts[name] = {"imputed": False, "categories": categories} if categories is not None else {"text": True}
     schema: list[FeatureSpec] = []
     for raw in names:
         name = str(raw)

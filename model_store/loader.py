@@ -196,12 +196,13 @@ def _skops_trusted_types(file: BinaryIO, trusted_modules: Iterable[str]) -> list
     return untrusted
 
 
-def _load_skops(file: BinaryIO, trusted_modules: Iterable[str]) -> Any:
+def _load_skops(file: BinaryIO, trusted_modules: Iterable[str]) -> tuple[Any, list[str]]:
+    """The loaded object, and the types skops was told to trust."""
     import skops.io
 
     trusted = _skops_trusted_types(file, trusted_modules)
     file.seek(0)
-    return skops.io.load(file, trusted=trusted)
+    return skops.io.load(file, trusted=trusted), trusted
 
 
 def _load_pickle(file: BinaryIO, fmt: str, trusted_modules: Iterable[str], max_model_bytes: int | None) -> Any:
@@ -229,18 +230,36 @@ def detect_and_load(
     file: BinaryIO, trusted_modules: Iterable[str] = (), fmt: str | None = None, max_model_bytes: int | None = None
 ) -> tuple[Any, str, str | None]:
     """Load the artifact in `file` (seekable) after its safety checks; returns (object, format,
-    pickled sklearn version).
+    pickled sklearn version). See _detect_and_load."""
+    obj, fmt, pickled_version, _ = _detect_and_load(file, trusted_modules, fmt, max_model_bytes)
+    return obj, fmt, pickled_version
+
+
+def _detect_and_load(
+    file: BinaryIO, trusted_modules: Iterable[str] = (), fmt: str | None = None, max_model_bytes: int | None = None
+) -> tuple[Any, str, str | None, frozenset[str]]:
+    """Load the artifact in `file` (seekable) after its safety checks; returns (object, format,
+    pickled sklearn version, the "module.name" globals it references: those the pickle scan saw,
+    or the types skops had to be told to trust).
 
     Raises UnsafeArtifact before anything is unpickled (the scan) or right after (check_loaded:
     callables and types found in the loaded state), InvalidArtifact when it does not load.
     """
     trusted_modules = tuple(trusted_modules)
+    referenced: frozenset[str] = frozenset()
     if fmt == SKOPS or (fmt is None and _is_skops(file)):
-        loader, fmt = (lambda: _load_skops(file, trusted_modules)), SKOPS
+        fmt = SKOPS
+
+        def loader() -> Any:
+            nonlocal referenced
+            obj, trusted = _load_skops(file, trusted_modules)
+            referenced = frozenset(trusted)
+            return obj
+
     else:
         file.seek(0)
         report = scan_stream(file, _size(file), trusted_modules, max_model_bytes)
-        fmt = report.format
+        fmt, referenced = report.format, report.globals
 
         def loader() -> Any:
             return _load_pickle(file, report.format, trusted_modules, max_model_bytes)
@@ -262,7 +281,54 @@ def detect_and_load(
         if original:
             pickled_version = str(original)
     check_loaded(obj, trusted_modules)
-    return obj, fmt, pickled_version
+    return obj, fmt, pickled_version, referenced
+
+
+def _has_distribution(name: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(name)
+    except Exception:  # noqa: BLE001 - not installed under that name, or unreadable
+        return False
+    return True
+
+
+# Recorded for every artifact; the frameworks its globals come from are added (framework_versions).
+_ALWAYS_RECORDED = {"sklearn", "numpy", "joblib"}
+
+
+def framework_versions(referenced: Iterable[str]) -> dict[str, str]:
+    """Distribution name -> installed version, for the top-level packages of the "module.name"
+    globals an artifact references (lightgbm, xgboost, pandas, scipy ...), the standard library and
+    the always-recorded ones (scikit-learn, numpy, joblib) aside."""
+    import sys
+    from importlib import metadata
+
+    tops = {label.split(".", 1)[0] for label in referenced} - _ALWAYS_RECORDED - set(sys.stdlib_module_names)
+    tops = {top for top in tops if top.isidentifier() and not top.startswith("_")}
+    if not tops:
+        return {}
+    # A distribution named as its package (lightgbm, xgboost, scipy, pandas) is found directly;
+    # the map of every installed package (~60 ms) only for the others.
+    named = {top: [top] for top in tops if _has_distribution(top)}
+    if len(named) < len(tops):
+        try:
+            named = {**metadata.packages_distributions(), **named}
+        except Exception:  # noqa: BLE001 - an unreadable installation (a runner reads what Landlock allows)
+            pass
+    versions: dict[str, str] = {}
+    for top in sorted(tops):
+        for name in named.get(top, []):
+            try:
+                version = metadata.version(name)
+            except Exception:  # noqa: BLE001 - not found, or its metadata not readable in a runner
+                continue
+            # None when the distribution's METADATA cannot be read (a package outside the
+            # interpreter's tree: a runner may read the package, not its dist-info).
+            if isinstance(version, str) and isinstance(name, str):
+                versions.setdefault(name, version)
+    return versions
 
 
 def _public_name(cls: type) -> str:
@@ -284,7 +350,7 @@ def load_artifact(
     whose attributes raise), describing it never fails otherwise: a surprise is an InvalidArtifact
     naming it.
     """
-    estimator, fmt, pickled_version = detect_and_load(file, trusted_modules, fmt, max_model_bytes)
+    estimator, fmt, pickled_version, referenced = _detect_and_load(file, trusted_modules, fmt, max_model_bytes)
     if isinstance(estimator, type):
         raise InvalidArtifact(
             f"The artifact holds the class {_public_name(estimator)} itself, not a fitted instance of it: "
@@ -301,6 +367,7 @@ def load_artifact(
             has_predict_proba=callable(getattr(estimator, "predict_proba", None)),
             classes=[python_value(c) for c in np.asarray(classes).tolist()] if classes is not None else None,
             library_versions={
+                **framework_versions(referenced),
                 "python": platform.python_version(),
                 "scikit-learn": pickled_version or sklearn.__version__,
                 "numpy": np.__version__,

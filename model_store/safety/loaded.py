@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from model_store.errors import UnsafeArtifact
-from model_store.safety.policy import _parse_prefixes, is_function_like, loaded_refusal
+from model_store.safety.policy import _extra_home, _parse_prefixes, canonical_home, is_function_like, loaded_refusal
 
 _MAX_VISITS = 20_000_000
 _SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray, type(Ellipsis), type(NotImplemented))
@@ -55,12 +55,29 @@ def check_loaded(obj: Any, extra_trusted_modules: Iterable[str] = ()) -> None:
         if reason is not None:
             offending.setdefault(_describe(value), f"{reason}, at {path}")
             continue
+        handles = bool(extra) and _holds_native_handles(value, extra)
         for child, where in _members(value, path, np):
-            if type(child) not in _SCALARS:
+            if type(child) not in _SCALARS and not (handles and _is_native_handle(child)):
                 pending.append((child, where))
     if offending:
         details = [f"{name} ({why})" for name, why in sorted(offending.items())]
         raise UnsafeArtifact(sorted(offending), "Artifact refused: the loaded model holds " + "; ".join(details))
+
+
+def _holds_native_handles(value: Any, extra: frozenset[str]) -> bool:
+    """An instance of a class from a MAAS_TRUSTED_MODULES package (xgboost's Booster): its own
+    code may hold pointers into its native library (see _is_native_handle)."""
+    if isinstance(value, (type, types.ModuleType)) or is_function_like(value):
+        return False
+    return _extra_home(canonical_home(type(value)), extra)
+
+
+def _is_native_handle(value: Any) -> bool:
+    """An opaque ctypes pointer (exactly c_void_p), as a trusted library's __setstate__ creates for
+    the object its native code built from the file (xgboost's Booster.handle). The scan refuses
+    every ctypes name, so the file itself cannot have made it: the trusted class's code did."""
+    ctypes = sys.modules.get("ctypes")
+    return ctypes is not None and type(value) is ctypes.c_void_p
 
 
 def _judged_by_class(value: Any) -> bool:

@@ -778,8 +778,9 @@ _DENIED_NAMESPACES: tuple[str, ...] = (
 _VALUE_MODULES: frozenset[str] = frozenset()
 
 # Classes an artifact may hold as values (not instances of them): plain data types, as
-# estimators' `dtype=` parameters and defaultdict factories store them; numpy's scalar types
-# (np.float64...) are added by is_value_class; ndarray is a masked array's `_baseclass`.
+# estimators' `dtype=` parameters and defaultdict factories store them (LightGBM's best_score is a
+# defaultdict(OrderedDict)); numpy's scalar types (np.float64...) are added by is_value_class;
+# ndarray is a masked array's `_baseclass`.
 _VALUE_CLASSES: tuple[str, ...] = (
     "builtins.int",
     "builtins.float",
@@ -793,6 +794,7 @@ _VALUE_CLASSES: tuple[str, ...] = (
     "builtins.tuple",
     "builtins.set",
     "builtins.frozenset",
+    "collections.OrderedDict",
     "numpy.ndarray",
     "numpy.ma.core.MaskedArray",
 )

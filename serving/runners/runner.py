@@ -116,6 +116,9 @@ class _State:
         self.estimator: Any = None
         # A pipeline that starts with a text vectorizer was fitted on a 1-D sequence of documents.
         self.documents = False
+        # Columns the model encodes as categories itself, and the dtype it was fitted on (None:
+        # categories unknown, the values' own); empty for every other model.
+        self.categorical: dict[str, pd.CategoricalDtype | None] = {}
 
     def handle(
         self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]
@@ -137,6 +140,7 @@ class _State:
             first_step,
             infer_feature_schema,
             is_text_vectorizer,
+            native_categories,
             positional_feature_schema,
         )
         from model_store.loader import load_artifact
@@ -162,6 +166,8 @@ class _State:
             elif schema == "positional":
                 features = positional_feature_schema(estimator)
             documents = is_text_vectorizer(first_step(estimator))
+            categorical = {name: _categorical_dtype(c) for name, c in native_categories(estimator).items()}
+            _one_thread(estimator)
             if documents and features is not None and len(features) != 1:
                 raise InvalidArtifact(
                     f"The model starts with a text vectorizer ({type(first_step(estimator)).__name__}): it takes one "
@@ -176,6 +182,7 @@ class _State:
             ) from None
         self.estimator = estimator
         self.documents = documents
+        self.categorical = categorical
         return {
             "ok": True,
             "facts": {
@@ -200,7 +207,7 @@ class _State:
         if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
             (model_input,) = columns.values()
         else:
-            model_input = assemble(columns, list(columns), header.get("frame"))
+            model_input = assemble(columns, list(columns), header.get("frame"), self.categorical)
         estimator = self.estimator
         try:
             if header.get("probabilities"):
@@ -236,10 +243,40 @@ def _column(values: Any) -> np.ndarray:
     return column
 
 
-def assemble(columns: dict[str, np.ndarray], order: list[str], frame: list[str] | None) -> Any:
+def _one_thread(estimator: Any) -> None:
+    """Runners compute on one thread (OMP_NUM_THREADS=1, pool.py). LightGBM's scikit-learn wrapper
+    turns n_jobs None/negative into a thread count of its own at each predict, asking joblib for the
+    CPU count, which reads cgroup files under /sys that a runner may not open (PermissionError):
+    such a model gets n_jobs=1, the runners' thread count, instead of more access."""
+    for step in [estimator, *(s for _, s in getattr(estimator, "steps", ()))]:
+        if "LGBMModel" in {cls.__name__ for cls in type(step).__mro__}:
+            n_jobs = getattr(step, "n_jobs", None)
+            if n_jobs is None or (isinstance(n_jobs, int) and n_jobs < 0):
+                step.n_jobs = 1
+
+
+def _categorical_dtype(categories: list[Any] | None) -> pd.CategoricalDtype | None:
+    if categories is None:
+        return None
+    return pd.CategoricalDtype([c for c in categories if not pd.isna(c)])  # missing is no category
+
+
+def assemble(
+    columns: dict[str, np.ndarray],
+    order: list[str],
+    frame: list[str] | None,
+    categorical: dict[str, pd.CategoricalDtype | None] | None = None,
+) -> Any:
     """The model's input: a DataFrame in the fitted column order for models fitted on one, else a
-    2-D array (one dtype when the columns share it, objects otherwise)."""
+    2-D array (one dtype when the columns share it, objects otherwise). The columns in `categorical`
+    get the category dtype the model was fitted with (LightGBM and XGBoost refuse others)."""
     if frame is not None:
+        if categorical:
+            with_dtypes = {
+                name: pd.Categorical(columns[name], dtype=categorical[name]) if name in categorical else columns[name]
+                for name in frame
+            }
+            return pd.DataFrame(with_dtypes, copy=False)
         return pd.DataFrame({name: columns[name] for name in frame}, copy=False)
     typed = [columns[name] for name in order]
     if len(typed) == 1 or len({a.dtype for a in typed}) == 1:
