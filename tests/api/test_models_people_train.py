@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -14,6 +15,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tests.support import upload
+
+# The schema (accepts_unseen, the types inferred) is stored and read back: both databases.
+pytestmark = pytest.mark.postgresql
 
 REVIEWS = [
     "great product, works well",

@@ -16,6 +16,9 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from tests.support import upload
 
+# The schema (accepts_unseen, the types inferred) is stored and read back: both databases.
+pytestmark = pytest.mark.postgresql
+
 CITIES = ["Lyon", "Nice", "Paris"]
 UNSEEN = {"income": [30.0, 55.0, 41.0], "city": ["Lyon", "Brest", "Paris"], "floor": [1, 9, 2]}
 
