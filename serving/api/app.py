@@ -86,7 +86,7 @@ def register_request_guards(app: Flask) -> None:
             or path.startswith("/api/")
             or ((path == "/v2" or path.startswith("/v2/")) and not path.startswith("/v2/health/"))
         ):
-            require_token(settings.api_token, settings.admin_token, what="This endpoint")
+            require_token(settings.api_token, *(t for _, t in settings.admin_credentials), what="This endpoint")
 
 
 class AnyTextConverter(PathConverter):

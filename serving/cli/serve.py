@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from serving.config import Settings
 
 log = logging.getLogger("maas")
+# The audit trail's actor for the demo model's upload: a ':' is in no admin token's label.
+DEMO_ACTOR = "maas:demo"
 
 
 @click.command()
@@ -93,7 +95,7 @@ def register_demo(settings: Settings, database: Database) -> None:
     rt = Runtime(settings)
     rt.store.init()
     try:
-        version = register_upload(rt, DEMO_MODEL, demo_artifact(), DEMO_METADATA)
+        version = register_upload(rt, DEMO_MODEL, demo_artifact(), DEMO_METADATA, actor=DEMO_ACTOR)
     finally:
         rt.close()
         stop_zygote()  # the workers gunicorn forks next start their own
