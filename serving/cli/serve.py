@@ -9,6 +9,7 @@ import click
 
 from serving.cli import settings_from_env
 from serving.cli.db import claim_store, open_database, upgrade_schema
+from serving.logs import install_access_log
 
 if TYPE_CHECKING:
     from registry.db import Database
@@ -57,6 +58,7 @@ def serve(
         f"maas serving on http://{host}:{port} ({workers} workers)"
         f" - database {database.engine.url.render_as_string(hide_password=True)}"
     )
+    install_access_log()  # stderr, one JSON object per line: the workers inherit it
     GunicornServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()
 
 

@@ -9,6 +9,7 @@ from flask import g, request, url_for
 from flask.views import MethodView
 
 from registry import service
+from serving.api.accesslog import note_model
 from serving.api.auth import require_labelled_token
 from serving.api.blueprint import BEARER, Blueprint
 from serving.api.context import runtime
@@ -63,6 +64,7 @@ class Upload(MethodView):
     def post(self, parts: dict[str, Any], name: str) -> tuple[Any, int, dict[str, str]]:
         """Upload a new version (joblib, pickle or skops file + optional JSON metadata)"""
         version = register_upload(runtime(), name, parts["file"].stream, parts.get("metadata", {}), actor=g.actor)
+        note_model(name, version.version)
         location = url_for("models.Version", name=name, selector=str(version.version))
         return version, 201, {"Location": location}
 
@@ -77,7 +79,9 @@ class AdminModel(MethodView):
         rt = runtime()
         with rt.db.write() as session:
             service.update_model(session, name, description=body["description"], actor=g.actor)
-            return model_detail(session, name)
+            detail = model_detail(session, name)
+        note_model(name)
+        return detail
 
     @blp.arguments(DeleteModelQuerySchema, location="query")
     @blp.response(204)
@@ -86,6 +90,7 @@ class AdminModel(MethodView):
         """Delete a model (409 while it has versions, unless force=true); its numbers are never reused"""
         with runtime().db.write() as session:
             service.delete_model(session, name, force=query["force"], actor=g.actor)
+        note_model(name)
 
 
 @blp.route("/models/<name>/aliases/<alias>")
@@ -97,6 +102,7 @@ class AdminAlias(MethodView):
         """Create or move an alias to a version"""
         with runtime().db.write() as session:
             version = service.set_alias(session, name, alias, body["version"], actor=g.actor)
+        note_model(name, version.version)
         return version
 
     @blp.response(204)
@@ -105,6 +111,7 @@ class AdminAlias(MethodView):
         """Remove an alias"""
         with runtime().db.write() as session:
             service.delete_alias(session, name, alias, actor=g.actor)
+        note_model(name)
 
 
 @blp.route("/models/<name>/versions/<version>")
@@ -115,14 +122,17 @@ class AdminVersion(MethodView):
     def patch(self, body: dict[str, Any], name: str, version: str) -> Any:
         """Change a version's description and/or tags (`tags` replaces the whole map)"""
         with runtime().db.write() as session:
-            return service.update_version(session, name, version, **body, actor=g.actor)
+            updated = service.update_version(session, name, version, **body, actor=g.actor)
+        note_model(name, updated.version)
+        return updated
 
     @blp.response(204)
     @blp.errors(401, 403, 404, 409, 503)
     def delete(self, name: str, version: str) -> None:
         """Delete a version (409 while an alias points to it); its number is never reused"""
         with runtime().db.write() as session:
-            service.delete_version(session, name, version, actor=g.actor)
+            number = service.delete_version(session, name, version, actor=g.actor)
+        note_model(name, number)
 
 
 @blp.route("/events")
