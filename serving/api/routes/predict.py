@@ -173,6 +173,7 @@ class DefaultModel(MethodView):
         with runtime().db.read() as session:
             version = service.get_version(session, name, LATEST)
             features = list(version.features)
+        note_model(name, version.version)
         return {
             "model_name": name,
             "version": version.version,
