@@ -1,4 +1,4 @@
-"""ORM classes of the registry: model names, their versions, feature schemas and aliases."""
+"""ORM classes of the registry: model names, their versions, feature schemas, aliases, and the audit trail."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -220,3 +221,34 @@ class RegistryIdentity(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+# What an Event records; the migrations keep their own copy (0006_events.py).
+EVENT_ACTIONS = ("upload", "alias_set", "alias_delete", "version_delete", "model_update")
+
+
+class Event(Base):
+    """One change to the registry, who made it and what changed (API v1.1's audit trail).
+
+    Written by the registry operation that makes the change, in its transaction: a change and
+    its event are committed together or not at all. Keyed by the model's name, not its row, so
+    that events outlive the model; `actor` is the admin token's label at the time, kept as text
+    when the token is later revoked.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int | None] = mapped_column(Integer)
+    alias: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        CheckConstraint("action IN (" + ", ".join(f"'{a}'" for a in EVENT_ACTIONS) + ")", name="action_known"),
+        # GET /api/admin/events?model=NAME, newest first.
+        Index("ix_events_model_id", "model", "id"),
+    )

@@ -1,4 +1,8 @@
-"""The operations on the registry. Each takes the session first and never commits."""
+"""The operations on the registry. Each takes the session first and never commits.
+
+Every operation that changes the registry takes the `actor` who asked for it and writes its
+Event (the audit trail) in the same session: the caller's commit records both or neither.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,16 @@ from sqlalchemy.orm import Session, selectinload
 
 from model_store.features import FeatureSpec
 from registry.errors import Conflict, InvalidInput, NotFound
-from registry.models import Alias, Feature, ModelVersion, RegisteredModel, RegistryIdentity, RetiredModelName, utcnow
+from registry.models import (
+    Alias,
+    Event,
+    Feature,
+    ModelVersion,
+    RegisteredModel,
+    RegistryIdentity,
+    RetiredModelName,
+    utcnow,
+)
 from registry.names import (
     LATEST,
     is_alias_name,
@@ -65,6 +78,32 @@ MAX_FEATURE_NAME_LENGTH = Feature.__table__.c.name.type.length  # type: ignore[a
 
 def _model_not_found(name: str) -> NotFound:
     return NotFound(f"Model '{name}' not found.")
+
+
+def record_event(
+    session: Session,
+    actor: str,
+    action: str,
+    model: str,
+    *,
+    version: int | None = None,
+    alias: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> Event:
+    """Add one audit event to the session (the caller's transaction, as the change it records)."""
+    event = Event(actor=actor, action=action, model=model, version=version, alias=alias, detail=dict(detail or {}))
+    session.add(event)
+    return event
+
+
+def list_events(session: Session, model: str | None, *, offset: int, limit: int | None) -> tuple[list[Event], int]:
+    """One page of the audit trail (of one model's name, or all), newest first, and how many in all."""
+    where = [] if model is None else [Event.model == model]
+    total = session.scalar(select(func.count()).select_from(Event).where(*where)) or 0
+    if offset >= total:
+        return [], total
+    events = session.scalars(select(Event).where(*where).order_by(Event.id.desc()).offset(offset).limit(limit)).all()
+    return list(events), total
 
 
 def get_model(session: Session, name: str) -> RegisteredModel:
@@ -289,8 +328,10 @@ def register_version(
     tags: Mapping[str, str] | None = None,
     aliases: Iterable[str] = (),
     example: Any = None,
+    actor: str,
 ) -> ModelVersion:
-    """Record the next version of `name` (creating the model), its features and aliases.
+    """Record the next version of `name` (creating the model), its features and aliases, and
+    their events (an `upload`, then an `alias_set` per alias).
 
     Raises InvalidInput for a bad model or alias name, Conflict for the reserved alias.
     The artifact must already be stored: once the caller commits, the version exists.
@@ -329,8 +370,17 @@ def register_version(
     )
     session.add(version)
     session.flush()
+    record_event(
+        session,
+        actor,
+        "upload",
+        name,
+        version=number,
+        detail={"sha256": artifact.sha256, "size_bytes": artifact.size_bytes, "format": artifact.format},
+    )
     for alias in alias_names:
-        _point_alias(session, model, alias, version)
+        previous = _point_alias(session, model, alias, version)
+        _record_alias_set(session, actor, name, alias, previous, number)
     session.flush()
     session.refresh(version, ["aliases", "model"])
     return version
@@ -354,22 +404,38 @@ def _check_alias_name(alias: str) -> None:
         raise InvalidInput(f"Invalid alias {alias!r}: it must match ^[a-z][a-z0-9_-]{{0,31}}$.")
 
 
-def _point_alias(session: Session, model: RegisteredModel, alias: str, version: ModelVersion) -> Alias:
+def _point_alias(session: Session, model: RegisteredModel, alias: str, version: ModelVersion) -> int | None:
+    """Create or move the alias (its row locked); the number it pointed to before, None if new."""
+    created: list[Alias] = []
+
+    def new() -> Alias:
+        created.append(Alias(model_id=model.id, name=alias, version_id=version.id))
+        return created[0]
+
     # When another transaction creates the same alias first, that alias is moved instead.
     row = _get_or_insert(
-        session,
-        select(Alias).where(Alias.model_id == model.id, Alias.name == alias).with_for_update(),
-        lambda: Alias(model_id=model.id, name=alias, version_id=version.id),
+        session, select(Alias).where(Alias.model_id == model.id, Alias.name == alias).with_for_update(), new
     )
+    previous = None if created and row is created[0] else row.version_id
     if row.version_id != version.id:
         row.version_id = version.id
         row.updated_at = utcnow()
     model.updated_at = utcnow()
-    return row
+    if previous is None:
+        return None
+    if previous == version.id:
+        return version.version
+    return session.scalar(select(ModelVersion.version).where(ModelVersion.id == previous))
 
 
-def set_alias(session: Session, name: str, alias: str, selector: object) -> ModelVersion:
-    """Create or move `alias` of model `name` to the version `selector` names; returns it.
+def _record_alias_set(session: Session, actor: str, model: str, alias: str, previous: int | None, new: int) -> None:
+    detail = {"previous_version": previous, "version": new}
+    record_event(session, actor, "alias_set", model, version=new, alias=alias, detail=detail)
+
+
+def set_alias(session: Session, name: str, alias: str, selector: object, *, actor: str) -> ModelVersion:
+    """Create or move `alias` of model `name` to the version `selector` names, and record its
+    `alias_set` event (even when it already pointed there); returns the version.
 
     Raises NotFound, Conflict (reserved alias) or InvalidInput (bad alias name).
     """
@@ -380,7 +446,8 @@ def set_alias(session: Session, name: str, alias: str, selector: object) -> Mode
     version = session.get(ModelVersion, ref.id, with_for_update={"read": True}, populate_existing=True)
     if version is None:  # deleted between the resolve and the lock
         raise NotFound(f"Model '{name}' has no version {ref.version}.")
-    _point_alias(session, model, alias, version)
+    previous = _point_alias(session, model, alias, version)
+    _record_alias_set(session, actor, model.name, alias, previous, version.version)
     try:
         session.flush()
     except IntegrityError:
@@ -390,20 +457,26 @@ def set_alias(session: Session, name: str, alias: str, selector: object) -> Mode
     return version
 
 
-def delete_alias(session: Session, name: str, alias: str) -> None:
-    """Remove an alias; raises NotFound when the model or alias does not exist."""
+def delete_alias(session: Session, name: str, alias: str, *, actor: str) -> None:
+    """Remove an alias and record its `alias_delete`; raises NotFound when the model or alias
+    does not exist."""
     model = get_model(session, name)
     row = None
     if is_alias_name(alias):  # a name that can never exist is not even asked for
         row = session.scalar(select(Alias).where(Alias.model_id == model.id, Alias.name == alias))
     if row is None:
         raise NotFound(f"Model '{name}' has no alias {alias!r}.")
+    previous = session.scalar(select(ModelVersion.version).where(ModelVersion.id == row.version_id))
     session.delete(row)
     model.updated_at = utcnow()
+    record_event(
+        session, actor, "alias_delete", model.name, version=previous, alias=alias, detail={"previous_version": previous}
+    )
 
 
-def delete_version(session: Session, name: str, selector: object) -> int:
-    """Delete a version for good (its number is never reused); returns the number.
+def delete_version(session: Session, name: str, selector: object, *, actor: str) -> int:
+    """Delete a version for good (its number is never reused) and record its `version_delete`;
+    returns the number.
 
     Raises NotFound, or Conflict while an alias points to it.
     """
@@ -425,11 +498,23 @@ def delete_version(session: Session, name: str, selector: object) -> int:
         # An alias was pointed at it concurrently; the foreign key refused the delete.
         raise Conflict(f"Version {ref.version} of '{name}' became the target of an alias: try again.") from None
     session.execute(update(RegisteredModel).where(RegisteredModel.id == version.model_id).values(updated_at=utcnow()))
+    record_event(
+        session,
+        actor,
+        "version_delete",
+        ref.model,
+        version=ref.version,
+        detail={"sha256": version.sha256, "size_bytes": version.size_bytes},
+    )
     return ref.version
 
 
-def delete_model(session: Session, name: str, *, force: bool = False) -> list[int]:
+def delete_model(session: Session, name: str, *, force: bool = False, actor: str) -> list[int]:
     """Delete a model (with `force`, its versions and aliases too); returns the deleted numbers.
+
+    Records an `alias_delete` per alias, then a `version_delete` per version (each with
+    `"model_deleted": true` in its detail); deleting a model that has no versions records
+    nothing (the contract's actions do not include it: no version, alias or description changes).
 
     Raises NotFound, or Conflict while it has versions and `force` is not set. The model's
     counter is kept (RetiredModelName): the name may be used again, its numbers never.
@@ -460,6 +545,21 @@ def delete_model(session: Session, name: str, *, force: bool = False) -> list[in
         )
     if versions != locked:
         raise Conflict(f"A version of '{name}' was uploaded while the model was being deleted: try again.")
+    for alias, number in session.execute(
+        select(Alias.name, ModelVersion.version)
+        .join(ModelVersion, Alias.version_id == ModelVersion.id)
+        .where(Alias.model_id == model)
+        .order_by(Alias.name)
+    ):
+        gone = {"previous_version": number, "model_deleted": True}
+        record_event(session, actor, "alias_delete", row.name, version=number, alias=alias, detail=gone)
+    for number, sha256, size in session.execute(
+        select(ModelVersion.version, ModelVersion.sha256, ModelVersion.size_bytes)
+        .where(ModelVersion.model_id == model)
+        .order_by(ModelVersion.version)
+    ):
+        deleted = {"sha256": sha256, "size_bytes": size, "model_deleted": True}
+        record_event(session, actor, "version_delete", row.name, version=number, detail=deleted)
     session.execute(delete(Alias).where(Alias.model_id == model).execution_options(synchronize_session=False))
     session.execute(
         delete(ModelVersion).where(ModelVersion.model_id == model).execution_options(synchronize_session=False)
@@ -495,27 +595,41 @@ KEEP: Any = object()  # update_version: leave this field as it is
 
 
 def update_version(
-    session: Session, name: str, selector: object, *, description: str | None = KEEP, tags: Mapping[str, str] = KEEP
+    session: Session,
+    name: str,
+    selector: object,
+    *,
+    description: str | None = KEEP,
+    tags: Mapping[str, str] = KEEP,
+    actor: str,
 ) -> ModelVersion:
-    """Change a version's description and/or replace its tags (fields left KEEP stay); returns
-    it in full. Raises NotFound. Its artifact, schema and number never change."""
+    """Change a version's description and/or replace its tags (fields left KEEP stay) and record
+    a `model_update` whose detail has each given field's `old` and `new` value; returns the
+    version in full. Raises NotFound. Its artifact, schema and number never change."""
     ref = resolve_version_ref(session, name, selector)
     version = session.get(ModelVersion, ref.id, with_for_update=True, populate_existing=True)
     if version is None:  # deleted between the resolve and the lock
         raise NotFound(f"Model '{name}' has no version {ref.version}.")
+    detail: dict[str, Any] = {}
     if description is not KEEP:
+        detail["description"] = {"old": version.description, "new": description}
         version.description = description
     if tags is not KEEP:
+        detail["tags"] = {"old": version.tags, "new": dict(tags)}
         version.tags = dict(tags)
+    record_event(session, actor, "model_update", ref.model, version=ref.version, detail=detail)
     session.flush()
     session.execute(update(RegisteredModel).where(RegisteredModel.id == version.model_id).values(updated_at=utcnow()))
     session.refresh(version, ["aliases", "model", "features"])
     return version
 
 
-def update_model(session: Session, name: str, *, description: str | None) -> RegisteredModel:
-    """Change a model's description; raises NotFound."""
+def update_model(session: Session, name: str, *, description: str | None, actor: str) -> RegisteredModel:
+    """Change a model's description and record a `model_update` (no version; the detail has the
+    description's `old` and `new`); raises NotFound."""
     model = get_model(session, name)
+    detail = {"description": {"old": model.description, "new": description}}
+    record_event(session, actor, "model_update", model.name, detail=detail)
     model.description = description
     model.updated_at = utcnow()
     session.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -53,11 +54,55 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be 'on' or 'off', not {env.get(name)!r}")
 
 
+# A named admin token's label: it names who acted in the audit trail (API v1.1).
+ADMIN_LABEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# The label MAAS_ADMIN_TOKEN's token acts under.
+SINGLE_ADMIN_LABEL = "admin"
+
+
+def _admin_tokens(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """MAAS_ADMIN_TOKENS (`label:token,...`) plus MAAS_ADMIN_TOKEN as `admin`: (label, token) pairs.
+
+    The messages name labels and positions, never a token.
+    """
+    pairs: list[tuple[str, str]] = []
+    raw = env.get("MAAS_ADMIN_TOKENS") or ""
+    for position, item in enumerate(raw.split(","), start=1):
+        if not item.strip():
+            if raw.strip():
+                raise ConfigError(f"MAAS_ADMIN_TOKENS: entry {position} is empty (use label:token,label:token)")
+            continue
+        label, colon, token = item.strip().partition(":")
+        if not colon or not token:
+            raise ConfigError(f"MAAS_ADMIN_TOKENS: entry {position} must be label:token with a non-empty token")
+        if not ADMIN_LABEL.fullmatch(label):
+            raise ConfigError(
+                f"MAAS_ADMIN_TOKENS: entry {position} has the label {label[:70]!r}, which must match "
+                "^[a-z0-9][a-z0-9._-]{0,63}$"
+            )
+        pairs.append((label, token))
+    single = env.get("MAAS_ADMIN_TOKEN") or None
+    if single is not None:
+        pairs.append((SINGLE_ADMIN_LABEL, single))
+    labels = [label for label, _ in pairs]
+    for label in labels:
+        if labels.count(label) > 1:
+            also = " (MAAS_ADMIN_TOKEN has the label 'admin')" if label == SINGLE_ADMIN_LABEL and single else ""
+            raise ConfigError(f"MAAS_ADMIN_TOKENS: the label {label!r} is given more than once{also}")
+    tokens = [token for _, token in pairs]
+    for label, token in pairs:
+        if tokens.count(token) > 1:
+            raise ConfigError(f"MAAS_ADMIN_TOKENS: the token of {label!r} is also another label's: each needs its own")
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///maas-data/registry.db"
     store_dir: str = "maas-data/models"
     admin_token: str | None = None
+    # Named admin tokens, (label, token) pairs, MAAS_ADMIN_TOKEN's among them as 'admin'.
+    admin_tokens: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     api_token: str | None = None
     max_batch_rows: int = 10_000
     max_upload_bytes: int = 1_073_741_824
@@ -78,6 +123,14 @@ class Settings:
     artifact_retry_seconds: float = 2.0
 
     @property
+    def admin_credentials(self) -> tuple[tuple[str, str], ...]:
+        """Every admin token with its label: `admin_tokens`, and `admin_token` as 'admin' when it is
+        not among them (settings built in code, as the tests do, give only `admin_token`)."""
+        if self.admin_token and (SINGLE_ADMIN_LABEL, self.admin_token) not in self.admin_tokens:
+            return (*self.admin_tokens, (SINGLE_ADMIN_LABEL, self.admin_token))
+        return self.admin_tokens
+
+    @property
     def model_bytes_limit(self) -> int:
         return self.max_model_bytes if self.max_model_bytes is not None else 4 * self.max_upload_bytes
 
@@ -90,6 +143,7 @@ class Settings:
             database_url=env.get("MAAS_DATABASE_URL") or cls.database_url,
             store_dir=env.get("MAAS_STORE_DIR") or cls.store_dir,
             admin_token=env.get("MAAS_ADMIN_TOKEN") or None,
+            admin_tokens=_admin_tokens(env),
             api_token=env.get("MAAS_API_TOKEN") or None,
             max_batch_rows=_int(env, "MAAS_MAX_BATCH_ROWS", cls.max_batch_rows),
             max_upload_bytes=_int(env, "MAAS_MAX_UPLOAD_BYTES", cls.max_upload_bytes),

@@ -9,6 +9,7 @@ from flask import Flask, request, send_from_directory
 from werkzeug.routing import PathConverter
 
 from migrations.runner import upgrade_database
+from serving.api.accesslog import register_access_log
 from serving.api.auth import require_token
 from serving.api.context import attach, runtime
 from serving.api.errors import MaasApi, register_error_handlers
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> 
         rt.close()
         raise
     attach(app, rt)
+    register_access_log(app)  # before the request ids: its line is written after they are set
     register_request_ids(app)
     register_request_guards(app)
     register_blueprints(app)
@@ -86,7 +88,7 @@ def register_request_guards(app: Flask) -> None:
             or path.startswith("/api/")
             or ((path == "/v2" or path.startswith("/v2/")) and not path.startswith("/v2/health/"))
         ):
-            require_token(settings.api_token, settings.admin_token, what="This endpoint")
+            require_token(settings.api_token, *(t for _, t in settings.admin_credentials), what="This endpoint")
 
 
 class AnyTextConverter(PathConverter):

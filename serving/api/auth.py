@@ -1,10 +1,11 @@
-"""Bearer tokens: the admin token for /api/admin, the optional API token for reads."""
+"""Bearer tokens: the admin tokens (each with its label) for /api/admin, the optional API token for reads."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import hmac
+from collections.abc import Iterable
 
 from flask import request
 
@@ -50,3 +51,25 @@ def require_token(*accepted: str | None, what: str) -> None:
             f"{what} needs a valid 'Authorization: Bearer <token>' header.",
             headers=_CHALLENGE,
         )
+
+
+def require_labelled_token(credentials: Iterable[tuple[str, str]], *, what: str) -> str:
+    """The label of the (label, token) pair whose token was sent; raise 401 (with a Bearer
+    challenge) when none was.
+
+    Every token is compared (no early exit), as in require_token; labels are unique and so are
+    tokens (serving.config checks both), so at most one matches.
+    """
+    presented = _presented_token()
+    found: str | None = None
+    if presented is not None:
+        for label, token in credentials:
+            if _digests_match(presented, token):
+                found = label
+    if found is None:
+        raise RequestError(
+            401,
+            f"{what} needs a valid 'Authorization: Bearer <token>' header.",
+            headers=_CHALLENGE,
+        )
+    return found

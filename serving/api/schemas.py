@@ -11,6 +11,7 @@ from marshmallow import fields, validate
 from werkzeug.datastructures import FileStorage
 
 from model_store.features import POSITIONAL, FeatureSpec, FeatureType
+from registry.models import EVENT_ACTIONS
 from registry.names import text_problem
 from registry.service import MAX_FEATURE_NAME_LENGTH
 from serving.api.strictjson import InvalidJSON, loads_strict
@@ -276,6 +277,45 @@ class ModelSummarySchema(ma.Schema):
 
 class ModelDetailSchema(ModelSummarySchema):
     versions = fields.List(fields.Nested(VersionSummarySchema), required=True)
+
+
+class EventsQuerySchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE  # page and page_size are the pagination's
+        ordered = True
+
+    model = Text(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Only the events of this model name (also of a model since deleted)"},
+    )
+
+
+class EventSchema(ma.Schema):
+    class Meta:
+        ordered = True
+
+    id = fields.Integer(required=True)
+    at = fields.DateTime(format="iso", required=True)
+    actor = fields.String(
+        required=True,
+        metadata={"description": "The label of the admin token that made the change (MAAS_ADMIN_TOKEN's: admin)"},
+    )
+    action = fields.String(
+        required=True, validate=validate.OneOf(EVENT_ACTIONS), metadata={"enum": list(EVENT_ACTIONS)}
+    )
+    model = fields.String(required=True)
+    version = fields.Integer(allow_none=True, required=True)
+    alias = fields.String(allow_none=True, required=True)
+    detail = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        metadata={
+            "description": "What changed: upload {sha256, size_bytes, format}; alias_set {previous_version, "
+            "version}; alias_delete {previous_version}; version_delete {sha256, size_bytes}; model_update "
+            "{description: {old, new}, tags: {old, new}} (the fields given); model_deleted: true on the "
+            "alias_delete and version_delete events of a model deleted with force=true"
+        },
+    )
 
 
 class PatchModelSchema(StrictSchema):

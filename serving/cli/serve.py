@@ -9,12 +9,15 @@ import click
 
 from serving.cli import settings_from_env
 from serving.cli.db import claim_store, open_database, upgrade_schema
+from serving.logs import install_access_log
 
 if TYPE_CHECKING:
     from registry.db import Database
     from serving.config import Settings
 
 log = logging.getLogger("maas")
+# The audit trail's actor for the demo model's upload: a ':' is in no admin token's label.
+DEMO_ACTOR = "maas:demo"
 
 
 @click.command()
@@ -55,6 +58,7 @@ def serve(
         f"maas serving on http://{host}:{port} ({workers} workers)"
         f" - database {database.engine.url.render_as_string(hide_password=True)}"
     )
+    install_access_log()  # stderr, one JSON object per line: the workers inherit it
     GunicornServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()
 
 
@@ -93,7 +97,7 @@ def register_demo(settings: Settings, database: Database) -> None:
     rt = Runtime(settings)
     rt.store.init()
     try:
-        version = register_upload(rt, DEMO_MODEL, demo_artifact(), DEMO_METADATA)
+        version = register_upload(rt, DEMO_MODEL, demo_artifact(), DEMO_METADATA, actor=DEMO_ACTOR)
     finally:
         rt.close()
         stop_zygote()  # the workers gunicorn forks next start their own

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from ssl import SSLError
 from typing import Any
 
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.http import errors
-from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 from serving.config import Settings
+from serving.logs import write_access_line
 
 SYNC_WORKER = "serving.cli.server.JsonErrorSyncWorker"
 THREAD_WORKER = "serving.cli.server.JsonErrorThreadWorker"
@@ -32,10 +33,10 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int, thr
         "timeout": settings.worker_timeout,
         "preload_app": settings.preload,
         "graceful_timeout": 30,
-        "accesslog": "-",
-        # gunicorn's default format has %(u)s, the user of a Basic credential: a secret sent that
-        # way would be logged. Nothing from the Authorization header is.
-        "access_log_format": '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+        # No gunicorn access log: the app writes its own (serving.api.accesslog, one JSON line per
+        # request), and gunicorn's would log the raw request line, query string and all. The
+        # requests gunicorn refuses itself get a line of the same shape (JsonErrors.handle_error).
+        "accesslog": None,
         "errorlog": "-",
         # gunicorn's control socket is one path shared by every instance on the machine.
         "control_socket_disable": True,
@@ -133,7 +134,8 @@ class JsonErrors:
     cfg: Any
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
-        request_start = datetime.now()
+        request_start = datetime.now(UTC)
+        started = time.perf_counter()
         addr = addr or ("", -1)  # a unix socket
         answer = refusal(exc)
         if answer is not None:
@@ -150,14 +152,15 @@ class JsonErrors:
                 self.log.exception("Error handling request (no URI read)")
             status, reason, message = 500, "Internal Server Error", ""
         head, body = json_error(status, reason, message)
-        if req is not None:
-            environ = default_environ(req, client, self.cfg)
-            environ["REMOTE_ADDR"] = addr[0]
-            environ["REMOTE_PORT"] = str(addr[1])
-            resp = Response(req, client, self.cfg)
-            resp.status = f"{status} {reason}"
-            resp.response_length = len(body)
-            self.log.access(resp, req, environ, datetime.now() - request_start)
+        # No route matched (none was tried) and no request id was given (no X-Request-ID is sent).
+        write_access_line(
+            request_start.isoformat(timespec="milliseconds"),
+            getattr(req, "method", None),
+            None,
+            status,
+            round((time.perf_counter() - started) * 1000, 3),
+            None,
+        )
         try:
             util.write_nonblock(client, head + body)
         except Exception:  # noqa: BLE001 - the client is gone: nothing to answer

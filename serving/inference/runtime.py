@@ -202,7 +202,10 @@ class Runtime:
 
     def predict(self, name: str, selector: object, data: Any, with_probabilities: bool) -> Prediction:
         """Resolve, check, predict in the version's runner: the hot path of every prediction route."""
-        ref = self.resolve(name, selector)
+        return self.predict_version(self.resolve(name, selector), data, with_probabilities)
+
+    def predict_version(self, ref: VersionRef, data: Any, with_probabilities: bool) -> Prediction:
+        """Check, predict in the runner of a version already resolved."""
         runner = self.runner(ref)
         inputs = self.input_schema(ref, runner.facts)
         columns, rows = inputs.check(data)

@@ -29,8 +29,11 @@ from serving.runners.pool import Runner
 log = logging.getLogger(__name__)
 
 
-def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, Any]) -> ModelVersion:
-    """Record a new version of `name` from an uploaded artifact; all or nothing.
+def register_upload(
+    rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, Any], *, actor: str
+) -> ModelVersion:
+    """Record a new version of `name` from an uploaded artifact, and its events under `actor`;
+    all or nothing.
 
     The artifact is stored (fsynced, in place under its sha256) before the database commit, so a version never
     exists without its file; on any failure, a file this upload created is removed again.
@@ -77,6 +80,7 @@ def register_upload(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[
                 tags=metadata.get("tags"),
                 aliases=metadata.get("aliases", ()),
                 example=metadata.get("example"),
+                actor=actor,
             )
             # Checked after the row is written, not before: whoever removes an unreferenced
             # artifact (a failed upload of the same bytes, `maas store gc`) does so holding

@@ -49,7 +49,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def register(db: Database, name: str = "credit", **kwargs: Any) -> int:
     with db.write() as session:
-        return service.register_version(session, name, facts(), FEATURES, **kwargs).version
+        return service.register_version(session, name, facts(), FEATURES, actor="test", **kwargs).version
 
 
 def test_migrations_create_the_schema_and_match_the_models(empty_database_url: str) -> None:
@@ -201,19 +201,19 @@ def test_aliases_and_deletes(db: Database) -> None:
     register(db)
     register(db)
     with db.write() as session:
-        assert service.set_alias(session, "credit", "production", 1).version == 1
+        assert service.set_alias(session, "credit", "production", 1, actor="test").version == 1
     with db.write() as session, pytest.raises(Conflict, match="production"):
-        service.delete_version(session, "credit", 1)
+        service.delete_version(session, "credit", 1, actor="test")
     with db.write() as session:
-        service.set_alias(session, "credit", "production", 2)
+        service.set_alias(session, "credit", "production", 2, actor="test")
     with db.write() as session:
-        assert service.delete_version(session, "credit", 1) == 1
+        assert service.delete_version(session, "credit", 1, actor="test") == 1
     with db.write() as session, pytest.raises(NotFound):
-        service.delete_version(session, "credit", 1)
+        service.delete_version(session, "credit", 1, actor="test")
     with db.write() as session:
-        service.delete_alias(session, "credit", "production")
+        service.delete_alias(session, "credit", "production", actor="test")
         with pytest.raises(NotFound):
-            service.delete_alias(session, "credit", "production")
+            service.delete_alias(session, "credit", "production", actor="test")
     assert register(db) == 3
     with db.read() as session:
         summaries, total = service.list_models(session, offset=0, limit=10)
@@ -224,7 +224,7 @@ def test_versions_are_never_reused(db: Database) -> None:
     register(db)
     register(db)
     with db.write() as session:
-        service.delete_version(session, "credit", 2)
+        service.delete_version(session, "credit", 2, actor="test")
     assert register(db) == 3
 
 

@@ -9,6 +9,7 @@ from flask.views import MethodView
 from sqlalchemy.orm import Session
 
 from registry import service
+from serving.api.accesslog import note_model
 from serving.api.blueprint import OPTIONAL_BEARER, Blueprint
 from serving.api.context import runtime
 from serving.api.schemas import (
@@ -54,7 +55,9 @@ class Model(MethodView):
     def get(self, name: str) -> dict[str, Any]:
         """A model with all its versions, newest first"""
         with runtime().db.read() as session:
-            return model_detail(session, name)
+            detail = model_detail(session, name)
+        note_model(name)
+        return detail
 
 
 @blp.route("/<name>/versions")
@@ -83,4 +86,5 @@ class Version(MethodView):
         """One version in full: artifact, estimator, classes, feature schema"""
         with runtime().db.read() as session:
             version = service.get_version(session, name, selector)
+        note_model(name, version.version)
         return version

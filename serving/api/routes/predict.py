@@ -12,6 +12,7 @@ from registry import service
 from registry.errors import NotFound
 from registry.models import RegisteredModel
 from registry.names import LATEST
+from serving.api.accesslog import note_model
 from serving.api.blueprint import OPTIONAL_BEARER, Blueprint
 from serving.api.context import runtime
 from serving.api.csvbody import CSV_MIMETYPE, render_csv, wants_csv
@@ -34,7 +35,10 @@ PREDICT_ERRORS = (400, 401, 404, 413, 415, 422, 503, 504)
 
 def _predict(name: str, selector: object, body: dict[str, Any]) -> Response:
     data = body["data"]
-    prediction = runtime().predict(name, selector, data, body["return_probabilities"])
+    rt = runtime()
+    ref = rt.resolve(name, selector)
+    note_model(ref.model, ref.version)
+    prediction = rt.predict_version(ref, data, body["return_probabilities"])
     if type(data) is TextTable and wants_csv(request):
         return Response(render_csv(data, prediction), mimetype=CSV_MIMETYPE)
     return jsonify(prediction.as_json())
@@ -133,7 +137,9 @@ class PredictLatest(MethodView):
 
 
 def _what_if(name: str, selector: object, body: dict[str, Any]) -> dict[str, Any]:
-    return what_if(runtime(), name, selector, WhatIfRequest(**body))
+    answer = what_if(runtime(), name, selector, WhatIfRequest(**body))
+    note_model(answer["model"], answer["version"])
+    return answer
 
 
 @blp.route("/models/<name>/versions/<selector>/whatif")
@@ -167,6 +173,7 @@ class DefaultModel(MethodView):
         with runtime().db.read() as session:
             version = service.get_version(session, name, LATEST)
             features = list(version.features)
+        note_model(name, version.version)
         return {
             "model_name": name,
             "version": version.version,
