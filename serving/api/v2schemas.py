@@ -23,6 +23,16 @@ class V2ErrorSchema(ma.Schema):
     error = fields.String(required=True, metadata={"description": "What went wrong"})
 
 
+class TensorData(fields.Raw):
+    """A tensor's `data`: an array, its elements checked against the datatype in one pass by
+    serving.inference.tensors (marshmallow's List would visit each element once more)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, list):
+            raise ma.ValidationError("Not a valid list.")
+        return value
+
+
 class InferInputSchema(StrictSchema):
     name = fields.String(required=True, metadata={"description": "The feature this tensor gives"})
     shape = fields.List(
@@ -40,12 +50,13 @@ class InferInputSchema(StrictSchema):
         },
     )
     parameters = fields.Dict(keys=fields.String(), metadata={"description": "Accepted and ignored"})
-    data = fields.List(
-        fields.Raw(allow_none=True),
+    data = TensorData(
         required=True,
         metadata={
+            "type": "array",
+            "items": {},
             "description": "The N values, flat, or nested as the shape ([[v], [v], ...] for [N, 1]); null is a "
-            "missing value (an optional feature's)"
+            "missing value (an optional feature's)",
         },
     )
 
