@@ -6,47 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
-from tests.support import ADMIN, upload
+from tests.support import ADMIN, MIXED_ROWS, MIXED_SCHEMA, upload
 
-MIXED_SCHEMA: list[dict[str, Any]] = [
-    {"name": "age", "type": "integer", "minimum": 18, "maximum": 80},
-    {"name": "income", "type": "number"},
-    {"name": "gender", "type": "string", "allowed": ["female", "male"]},
-    {"name": "member", "type": "boolean"},
-]
-ROWS = [
-    {"age": 35, "income": 42000.0, "gender": "male", "member": True},
-    {"age": 61, "income": 30500.5, "gender": "female", "member": False},
-    {"age": 23, "income": 90000.0, "gender": "female", "member": True},
-]
-
-
-@pytest.fixture(scope="module")
-def mixed_pipeline() -> Pipeline:
-    """A classifier over an integer, a number, a string and a boolean feature."""
-    rng = np.random.default_rng(7)
-    n = 300
-    frame = pd.DataFrame(
-        {
-            "age": rng.integers(18, 80, n),
-            "income": rng.normal(50000, 15000, n),
-            "gender": rng.choice(["female", "male"], n),
-            "member": rng.choice([True, False], n),
-        }
-    )
-    target = ((frame["income"] > 50000) ^ frame["member"]).astype(int)
-    prepare = ColumnTransformer(
-        [("cat", OneHotEncoder(), ["gender"])], remainder="passthrough", verbose_feature_names_out=False
-    )
-    return Pipeline([("prepare", prepare), ("clf", LogisticRegression(max_iter=2000))]).fit(frame, target)
+ROWS = MIXED_ROWS
 
 
 @pytest.fixture
