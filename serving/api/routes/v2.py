@@ -13,6 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
+import flask
 from flask import Response, jsonify, request
 from flask.views import MethodView
 
@@ -21,6 +22,7 @@ from registry.names import LATEST
 from serving.api.blueprint import OPTIONAL_BEARER, SERVER_ERRORS, Blueprint
 from serving.api.context import runtime
 from serving.api.errors import RequestError, error_response
+from serving.api.jsonbody import StrictJSONParser, parse_json_body, read_body
 from serving.api.routes.health import readiness_problems
 from serving.api.v2schemas import (
     InferRequestSchema,
@@ -42,7 +44,20 @@ from serving.inference.tensors import (
     requested_outputs,
 )
 
-blp = Blueprint(
+
+class AnyContentTypeJSONParser(StrictJSONParser):
+    """The strict JSON parser, reading the body as JSON whatever its Content-Type says: tritonclient
+    sends none, `curl -d` sends application/x-www-form-urlencoded, and V2 servers read JSON either way."""
+
+    def load_json(self, req: flask.Request, schema: Any) -> Any:
+        return parse_json_body(read_body(req))
+
+
+class V2Blueprint(Blueprint):
+    ARGUMENTS_PARSER = AnyContentTypeJSONParser()
+
+
+blp = V2Blueprint(
     "v2",
     __name__,
     url_prefix="/v2",
@@ -57,7 +72,7 @@ SERVER_NAME = "maas"
 FEATURE_SHAPE = [-1]
 METADATA_ERRORS = (401, 404, 503)
 READY_ERRORS = (401, 404, 503, 504)
-INFER_ERRORS = (400, 401, 404, 413, 415, 422, 503, 504)
+INFER_ERRORS = (400, 401, 404, 413, 422, 503, 504)
 # tritonclient's binary tensor data extension announces the JSON part's length in this header.
 BINARY_HEADER = "Inference-Header-Content-Length"
 
@@ -207,7 +222,7 @@ class Infer(MethodView):
     @blp.response(200, InferResponseSchema)
     @v2_errors(blp, *INFER_ERRORS)
     def post(self, body: dict[str, Any], name: str) -> dict[str, Any]:
-        """Infer with the latest version (a JSON body; with or without Content-Type)"""
+        """Infer with the latest version (a JSON body, whatever its Content-Type, or none)"""
         return infer(name, LATEST, body)
 
 
@@ -217,5 +232,5 @@ class InferVersion(MethodView):
     @blp.response(200, InferResponseSchema)
     @v2_errors(blp, *INFER_ERRORS)
     def post(self, body: dict[str, Any], name: str, version: str) -> dict[str, Any]:
-        """Infer with a version (number, alias or `latest`; a JSON body, with or without Content-Type)"""
+        """Infer with a version (number, alias or `latest`; a JSON body, whatever its Content-Type, or none)"""
         return infer(name, version, body)
