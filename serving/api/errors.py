@@ -91,7 +91,11 @@ def v2_error_message(message: str, errors: Any) -> str:
             stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in reversed(list(enumerate(node))))
         elif node:
             text = " ".join(node) if isinstance(node, list) else str(node)
-            found.append(f"{path}: {text}" if path else text)
+            if text in message:  # said already
+                continue
+            # The contract's locations (json, json.data) say nothing to a V2 client.
+            path = path.removeprefix("json").removeprefix(".data").removeprefix(".")
+            found.append(f"{path}: {text.rstrip('.')}" if path else text.rstrip("."))
     if not found:
         return message
     detail = "; ".join(found[:V2_DETAIL_SHOWN]) + ("; ..." if len(found) > V2_DETAIL_SHOWN else "")
