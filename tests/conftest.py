@@ -217,6 +217,27 @@ def string_classifier() -> RandomForestClassifier:
 
 
 @pytest.fixture(scope="session")
+def mixed_pipeline() -> Pipeline:
+    """A classifier over an integer (age), a number (income), a string (gender) and a boolean
+    (member) feature: one of each V2 datatype (tests/api/test_v2.py, tests/system/test_v2_serve.py)."""
+    rng = np.random.default_rng(7)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n),
+            "income": rng.normal(50000, 15000, n),
+            "gender": rng.choice(["female", "male"], n),
+            "member": rng.choice([True, False], n),
+        }
+    )
+    target = ((frame["income"] > 50000) ^ frame["member"]).astype(int)
+    prepare = ColumnTransformer(
+        [("cat", OneHotEncoder(), ["gender"])], remainder="passthrough", verbose_feature_names_out=False
+    )
+    return Pipeline([("prepare", prepare), ("clf", LogisticRegression(max_iter=2000))]).fit(frame, target)
+
+
+@pytest.fixture(scope="session")
 def numpy_model() -> LogisticRegression:
     """A model fitted on a bare numpy array: no feature_names_in_."""
     rng = np.random.default_rng(3)

@@ -16,7 +16,7 @@ from serving.api.errors import MaasApi, register_error_handlers
 from serving.api.jsonbody import JSONProvider
 from serving.api.middleware import EncodedSlashes, SpoolingRequest
 from serving.api.requestid import register_request_ids
-from serving.api.routes import admin, health, models, predict, ui
+from serving.api.routes import admin, health, models, predict, ui, v2
 from serving.config import Settings
 from serving.inference.runtime import Runtime
 from serving.operations.store_claim import claim_store
@@ -106,7 +106,7 @@ def register_blueprints(app: Flask) -> None:
     app.url_map.converters["anytext"] = AnyTextConverter
     api = MaasApi(app)
     api.register_converter(AnyTextConverter, lambda _converter: {"type": "string"})
-    for blueprint in (predict.blp, models.blp, admin.blp, health.blp):
+    for blueprint in (predict.blp, models.blp, admin.blp, health.blp, v2.health, v2.blp):
         api.register_blueprint(blueprint)
     # The pages for people: plain Flask, not part of the OpenAPI document.
     app.register_blueprint(ui.blp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from flask_smorest import Api
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -54,19 +54,54 @@ _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 _RETRY_SOON = {"Retry-After": "1"}
 
 
+def is_v2_path(path: str) -> bool:
+    """Whether `path` is under the Open Inference Protocol's /v2, whose errors have its own shape."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def error_response(code: int, message: str, errors: Any = None, headers: dict[str, str] | None = None) -> Response:
-    payload: dict[str, Any] = {
-        "code": code,
-        "status": HTTP_STATUS_CODES.get(code, "Unknown Error"),
-        "message": message,
-    }
-    if errors:
-        payload["errors"] = errors
+    """The contract's error JSON; under /v2, the Open Inference Protocol's {"error": message}
+    (the detail of `errors` written into the message, the protocol having no place for it)."""
+    payload: dict[str, Any]
+    if has_request_context() and is_v2_path(request.path):
+        payload = {"error": v2_error_message(message, errors)}
+    else:
+        payload = {"code": code, "status": HTTP_STATUS_CODES.get(code, "Unknown Error"), "message": message}
+        if errors:
+            payload["errors"] = errors
     response = jsonify(payload)
     response.status_code = code
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
+
+
+V2_DETAIL_SHOWN = 10
+
+
+def v2_error_message(message: str, errors: Any) -> str:
+    """`message`, then up to V2_DETAIL_SHOWN of the leaf messages of `errors`, each after its path."""
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("", errors)]
+    while stack and len(found) <= V2_DETAIL_SHOWN:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(node.items()))
+        elif isinstance(node, list) and not all(isinstance(v, str) for v in node):
+            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in reversed(list(enumerate(node))))
+        elif node:
+            text = " ".join(node) if isinstance(node, list) else str(node)
+            if text in message:  # said already
+                continue
+            # The contract's locations (json, json.data) say nothing to a V2 client.
+            path = path.removeprefix("json").removeprefix(".data").removeprefix(".")
+            found.append(f"{path}: {text.rstrip('.')}" if path else text.rstrip("."))
+    if not found:
+        return message
+    detail = "; ".join(found[:V2_DETAIL_SHOWN]) + ("; ..." if len(found) > V2_DETAIL_SHOWN else "")
+    if message.endswith(": see errors."):  # there are no `errors` here: the detail takes their place
+        return f"{message.removesuffix(' see errors.')} {detail}"
+    return f"{message} ({detail})"
 
 
 def _http_exception(error: HTTPException) -> Response:

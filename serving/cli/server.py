@@ -110,15 +110,11 @@ def refusal(exc: BaseException) -> tuple[int, str, str] | None:
     return None
 
 
-def json_error(status: int, reason: str, message: str) -> tuple[bytes, bytes]:
-    """The head and body of an HTTP/1.1 answer in the contract's error shape (connection closed)."""
-    body = json.dumps(
-        {
-            "code": status,
-            "status": reason,
-            "message": message if status < 500 and message else "The request could not be handled.",
-        }
-    ).encode()
+def json_error(status: int, reason: str, message: str, *, v2: bool = False) -> tuple[bytes, bytes]:
+    """The head and body of an HTTP/1.1 answer in the contract's error shape, or the Open Inference
+    Protocol's {"error": ...} for a request under /v2 (`v2`) (connection closed)."""
+    text = message if status < 500 and message else "The request could not be handled."
+    body = json.dumps({"error": text} if v2 else {"code": status, "status": reason, "message": text}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -151,7 +147,8 @@ class JsonErrors:
             else:
                 self.log.exception("Error handling request (no URI read)")
             status, reason, message = 500, "Internal Server Error", ""
-        head, body = json_error(status, reason, message)
+        path = getattr(req, "path", None) or ""
+        head, body = json_error(status, reason, message, v2=path == "/v2" or path.startswith("/v2/"))
         # No route matched (none was tried) and no request id was given (no X-Request-ID is sent).
         write_access_line(
             request_start.isoformat(timespec="milliseconds"),

@@ -10,6 +10,7 @@ import numpy as np
 
 from model_store.features import FeatureSpec, FeatureType
 from serving.inference.errors import InvalidRows, TooManyRows
+from serving.inference.tensors import Tensors
 from serving.inference.texttable import TextTable, Unreadable
 
 _MISSING = object()
@@ -174,6 +175,10 @@ class InputSchema:
                     {k: ["Array among scalars."] for k, v in data.items() if isinstance(v, list)},
                 )
             return {k: [v] for k, v in data.items()}, 1, {}
+        if isinstance(data, Tensors):  # an Open Inference Protocol (V2) request's inputs
+            tensor_columns, n = data.columns(self.by_name)
+            self._check_rows(n)
+            return tensor_columns, n, {}
         if isinstance(data, TextTable):
             self._check_rows(len(data.rows))
             return data.columns(self.by_name), len(data.rows), {}

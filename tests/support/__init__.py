@@ -31,6 +31,8 @@ __all__ = [
     "ADMIN",
     "ADMIN_TOKEN",
     "CREDIT_ROW",
+    "MIXED_ROWS",
+    "MIXED_SCHEMA",
     "PG_ENV",
     "REPO",
     "Live",
@@ -49,6 +51,18 @@ REPO = Path(__file__).resolve().parents[2]  # the repository root: `tests.*` imp
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CREDIT_ROW = {"age": 35.0, "income": 42000.0, "gender": "male", "region": "north"}
+# The declared schema of the `mixed_pipeline` fixture (one feature of each type), and rows for it.
+MIXED_SCHEMA: list[dict[str, Any]] = [
+    {"name": "age", "type": "integer", "minimum": 18, "maximum": 80},
+    {"name": "income", "type": "number"},
+    {"name": "gender", "type": "string", "allowed": ["female", "male"]},
+    {"name": "member", "type": "boolean"},
+]
+MIXED_ROWS: list[dict[str, Any]] = [
+    {"age": 35, "income": 42000.0, "gender": "male", "member": True},
+    {"age": 61, "income": 30500.5, "gender": "female", "member": False},
+    {"age": 23, "income": 90000.0, "gender": "female", "member": True},
+]
 
 
 # -- data and artifacts ---------------------------------------------------------------------

@@ -33,18 +33,24 @@ class Ready(MethodView):
     @blp.errors(503)
     def get(self) -> Response:
         """200 when the database and the model store answer, else 503"""
-        rt = runtime()
-        problems = []
-        try:
-            rt.db.ping()
-        except Exception as exc:  # noqa: BLE001 - any failure to reach the database means "not ready"
-            log.warning("readiness: database: %s", exc)
-            problems.append("the registry database does not answer")
-        try:
-            rt.store.check()
-        except OSError as exc:
-            log.warning("readiness: model store: %s", exc)
-            problems.append("the model store is not writable")
+        problems = readiness_problems()
         if problems:
             return error_response(503, "Not ready: " + "; ".join(problems) + ".")
         return jsonify({"status": "ready"})
+
+
+def readiness_problems() -> list[str]:
+    """Why this worker is not ready (the database or the model store does not answer); [] when it is."""
+    rt = runtime()
+    problems = []
+    try:
+        rt.db.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database means "not ready"
+        log.warning("readiness: database: %s", exc)
+        problems.append("the registry database does not answer")
+    try:
+        rt.store.check()
+    except OSError as exc:
+        log.warning("readiness: model store: %s", exc)
+        problems.append("the model store is not writable")
+    return problems
