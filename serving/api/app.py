@@ -13,6 +13,7 @@ from serving.api.accesslog import register_access_log
 from serving.api.auth import require_token
 from serving.api.context import attach, runtime
 from serving.api.errors import MaasApi, register_error_handlers
+from serving.api.instrument import register_request_metrics
 from serving.api.jsonbody import JSONProvider
 from serving.api.middleware import EncodedSlashes, SpoolingRequest
 from serving.api.requestid import register_request_ids
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, upgrade_db: bool = True) -> 
     attach(app, rt)
     register_access_log(app)  # before the request ids: its line is written after they are set
     register_request_ids(app)
+    register_request_metrics(app)
     register_request_guards(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -106,7 +108,7 @@ def register_blueprints(app: Flask) -> None:
     app.url_map.converters["anytext"] = AnyTextConverter
     api = MaasApi(app)
     api.register_converter(AnyTextConverter, lambda _converter: {"type": "string"})
-    for blueprint in (predict.blp, models.blp, admin.blp, health.blp, v2.health, v2.blp):
+    for blueprint in (predict.blp, models.blp, admin.blp, health.blp, health.metrics_blp, v2.health, v2.blp):
         api.register_blueprint(blueprint)
     # The pages for people: plain Flask, not part of the OpenAPI document.
     app.register_blueprint(ui.blp)

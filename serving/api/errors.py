@@ -30,6 +30,7 @@ from registry.errors import (
     NotFound,
     RegistryError,
 )
+from serving import metrics
 from serving.api.schemas import ErrorSchema
 from serving.inference.errors import InvalidRequest, InvalidRows, TooManyRows
 
@@ -157,6 +158,8 @@ def registry_error_status(error: RegistryError) -> int:
 
 def _registry_error(error: RegistryError) -> Response:
     code = registry_error_status(error)
+    if isinstance(error, DatabaseUnavailable):
+        metrics.DATABASE_UNAVAILABLE.inc()
     return error_response(code, error.message, error.errors, _RETRY_SOON if code == 503 else None)
 
 
@@ -187,6 +190,7 @@ def _too_many_rows(error: TooManyRows) -> Response:
 
 def _database_error(error: DBAPIError | PoolTimeout) -> Response:
     if is_unreachable(error):
+        metrics.DATABASE_UNAVAILABLE.inc()
         log.warning("database unavailable: %s", getattr(error, "orig", None) or type(error).__name__)
         return error_response(503, "The registry database is unavailable; try again shortly.", headers=_RETRY_SOON)
     log.exception("database error")

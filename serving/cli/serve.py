@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -40,6 +44,42 @@ def serve(
     host: str, port: int, workers: int, threads: int, database_url: str | None, store_dir: str | None, demo: bool
 ) -> None:
     """Start the production server (gunicorn) after bringing the database schema up to date."""
+    # First: prometheus-client reads it when first imported (the demo's upload imports it here).
+    metrics_dir, made = metrics_directory()
+    try:
+        _serve(host, port, workers, threads, database_url, store_dir, demo)
+    finally:
+        # gunicorn's workers are forks of this process and leave through here too: only the master cleans up.
+        if made and os.getpid() == MASTER_PID[0]:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+MASTER_PID = [0]
+# serving.metrics.MULTIPROC_ENV, not imported from there: importing it imports prometheus-client,
+# which must see the variable already set.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_directory() -> tuple[str, bool]:
+    """The directory of every worker's metric values (prometheus-client's multiprocess mode): the
+    operator's PROMETHEUS_MULTIPROC_DIR, emptied of a previous run's files, or a new temporary one
+    that `maas serve` removes at exit. Returns it, and whether it was made here."""
+    MASTER_PID[0] = os.getpid()
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return str(path), False
+    made = tempfile.mkdtemp(prefix="maas-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    return made, True
+
+
+def _serve(
+    host: str, port: int, workers: int, threads: int, database_url: str | None, store_dir: str | None, demo: bool
+) -> None:
     from serving.cli.server import GunicornServer, gunicorn_options
 
     settings = settings_from_env(database_url=database_url, store_dir=store_dir)

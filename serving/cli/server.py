@@ -41,6 +41,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int, thr
         # gunicorn's control socket is one path shared by every instance on the machine.
         "control_socket_disable": True,
         "post_worker_init": _worker_started,
+        "child_exit": _worker_exited,
     }
 
 
@@ -69,6 +70,13 @@ def _worker_started(worker: Any) -> None:
     runtime = worker.wsgi.extensions["maas"]
     runtime.db.engine.dispose(close=False)
     runtime.runners.warm()
+
+
+def _worker_exited(server: Any, worker: Any) -> None:
+    """In the master, a worker gone: its live gauges (models in memory) stop counting."""
+    from serving.metrics import worker_exited
+
+    worker_exited(worker.pid)
 
 
 # -- gunicorn's own refusals, in the contract's shape -------------------------------------------

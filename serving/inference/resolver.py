@@ -9,6 +9,7 @@ from cachetools import LRUCache
 
 from registry.errors import DatabaseUnavailable
 from registry.service import VersionRef
+from serving import metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ResolvedVersions:
         """Note that the database cannot be reached; the remembered version, or DatabaseUnavailable."""
         if not self.in_outage:
             self.in_outage = True
+            metrics.DATABASE_OUTAGES.inc()
             log.warning("registry database unreachable (%s): predictions resolve from memory", type(error).__name__)
         return self.recall(key)
 

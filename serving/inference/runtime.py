@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 from cachetools import LRUCache, TTLCache
 from sqlalchemy import event
 
-from model_store.errors import ArtifactUnavailable, InvalidArtifact, PredictionFailed
+from model_store.errors import ArtifactUnavailable, InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut
 from model_store.features import FeatureSpec
 from model_store.store import ArtifactStore
 from registry import service
@@ -21,6 +22,7 @@ from registry.db import Database, is_disconnect
 from registry.errors import NotFound
 from registry.names import parse_selector
 from registry.service import VersionRef
+from serving import metrics
 from serving.config import Settings
 from serving.inference.inputs import InputSchema
 from serving.inference.resolver import ResolvedVersions
@@ -128,17 +130,33 @@ class Runtime:
         if known_unavailable is not None:
             raise ArtifactUnavailable(f"{label} cannot be served: {known_unavailable}")
 
+        loaded = False
+
         def load(runner: Runner) -> None:
+            nonlocal loaded
+            loaded = True
+            outcome = "failed"
+            started = time.perf_counter()
             try:
                 with self.store.opened(ref.sha256) as file:
                     runner.load(file, ref.format)
+                outcome = "ok"
             except ArtifactUnavailable as exc:  # the file: missing, unreadable or damaged
                 self._remember_unavailable(ref.sha256, exc.message)
                 raise ArtifactUnavailable(f"{label} cannot be served: {exc.message}") from None
             except InvalidArtifact as exc:
                 raise ArtifactUnavailable(f"{label} cannot be served: {exc.message}") from None
+            finally:
+                metrics.MODEL_LOADS.labels(outcome).inc()
+                metrics.MODEL_LOAD_SECONDS.observe(time.perf_counter() - started)
 
-        return self.runners.get(version_key(ref.model, ref.version, ref.sha256), label, load)
+        try:
+            return self.runners.get(version_key(ref.model, ref.version, ref.sha256), label, load)
+        finally:
+            if loaded:
+                metrics.CACHE_MISSES.inc()
+            else:
+                metrics.CACHE_HITS.inc()
 
     def _known_unavailable(self, sha256: str) -> str | None:
         if self._unavailable is None:
@@ -221,11 +239,27 @@ def run_model(
     rows: int,
     with_probabilities: bool,
 ) -> Prediction:
-    """Ask the runner; the model's own failures are PredictionFailed (422), never a 500."""
+    """Ask the runner; the model's own failures are PredictionFailed (422), never a 500.
+    A recorded version's calls are counted and timed (an upload's trial, version None, is not)."""
     if with_probabilities and not runner.facts.get("has_predict_proba"):
         raise PredictionFailed(f"Model {inputs.label} has no predict_proba: it cannot return probabilities.")
-    predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+    if version is None:
+        predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+    else:
+        labels = (model, str(version))
+        started = time.perf_counter()
+        try:
+            predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+        except (PredictionFailed, RunnerTimedOut, RunnerFailed) as exc:
+            kind = next(k for cls, k in _FAILURE_KINDS if isinstance(exc, cls))
+            metrics.PREDICTION_FAILURES.labels(*labels, kind).inc()
+            raise
+        metrics.PREDICTION_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        metrics.PREDICTION_ROWS.labels(*labels).inc(rows)
     probabilities = None
     if proba is not None and keys is not None:
         probabilities = [dict(zip(keys, _json_values(row), strict=True)) for row in proba]
     return Prediction(model, version, _json_values(predictions), probabilities)
+
+
+_FAILURE_KINDS = ((PredictionFailed, "model_error"), (RunnerTimedOut, "timeout"), (RunnerFailed, "runner_died"))

@@ -13,15 +13,24 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from model_store.errors import InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut
+from model_store.errors import (
+    ArtifactTooLarge,
+    InvalidArtifact,
+    ModelStoreError,
+    PredictionFailed,
+    RunnerFailed,
+    RunnerTimedOut,
+    UnsafeArtifact,
+)
 from model_store.features import MAX_FEATURES, POSITIONAL, FeatureSpec, FeatureType, typed_by_example
 from model_store.loader import check_artifact
 from model_store.store import StoredArtifact, StoreFile
 from registry import service
-from registry.errors import Conflict, InvalidInput
+from registry.errors import Conflict, InvalidInput, RegistryError
 from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
+from serving import metrics
 from serving.inference.errors import InvalidRows, TooManyRows
 from serving.inference.runtime import Runtime, run_model, version_key
 from serving.runners.pool import Runner
@@ -32,6 +41,23 @@ log = logging.getLogger(__name__)
 def register_upload(
     rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, Any], *, actor: str
 ) -> ModelVersion:
+    """Record a new version of `name` from an uploaded artifact, and its events under `actor`;
+    all or nothing (_register); counted."""
+    try:
+        version = _register(rt, name, upload, metadata, actor=actor)
+    except (RegistryError, ModelStoreError) as exc:
+        refused = isinstance(exc, (InvalidInput, InvalidArtifact, UnsafeArtifact, ArtifactTooLarge))
+        metrics.UPLOADS.labels("refused" if refused else "failed").inc()
+        raise
+    except BaseException:
+        metrics.UPLOADS.labels("failed").inc()
+        raise
+    metrics.UPLOADS.labels("created").inc()
+    metrics.UPLOAD_BYTES.inc(version.size_bytes)
+    return version
+
+
+def _register(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, Any], *, actor: str) -> ModelVersion:
     """Record a new version of `name` from an uploaded artifact, and its events under `actor`;
     all or nothing.
 

@@ -35,6 +35,7 @@ from model_store.errors import (
     UnsafeArtifact,
 )
 from model_store.features import FeatureSpec
+from serving import metrics
 from serving.runners import protocol
 
 log = logging.getLogger(__name__)
@@ -415,6 +416,7 @@ class RunnerPool:
         with self._lock:
             old = self._runners.pop(key, None)
             self._runners[key] = runner
+            metrics.MODELS_IN_MEMORY.set(len(self._runners))
         if old is not None and old is not runner:
             old.kill()
 
@@ -437,8 +439,9 @@ class RunnerPool:
                         runner.kill()
                         raise
                     with self._lock:
-                        self._runners[key] = runner
+                        self._runners[key] = runner  # may evict (and kill) the least recently used
                         self.loads += 1
+                        metrics.MODELS_IN_MEMORY.set(len(self._runners))
         finally:
             with self._lock:
                 self._loading.pop(key, None)
@@ -453,6 +456,7 @@ class RunnerPool:
                 self.hits += 1
                 return runner
             del self._runners[key]
+            metrics.MODELS_IN_MEMORY.set(len(self._runners))
             return None
 
     def __len__(self) -> int:
@@ -462,6 +466,7 @@ class RunnerPool:
         """Kill every runner (the pool's owner is going away)."""
         with self._lock:
             _kill_all(self._runners)
+            metrics.MODELS_IN_MEMORY.set(0)
 
 
 def _kill_all(runners: _Runners) -> None:

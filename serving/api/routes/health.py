@@ -8,6 +8,7 @@ from typing import Any
 from flask import Response, jsonify
 from flask.views import MethodView
 
+from serving import metrics
 from serving.api.blueprint import Blueprint
 from serving.api.context import runtime
 from serving.api.errors import error_response
@@ -54,3 +55,24 @@ def readiness_problems() -> list[str]:
         log.warning("readiness: model store: %s", exc)
         problems.append("the model store is not writable")
     return problems
+
+
+metrics_blp = Blueprint("metrics", __name__, description="Prometheus metrics")
+
+
+@metrics_blp.route("/metrics")
+class Metrics(MethodView):
+    @metrics_blp.doc(
+        responses={
+            "200": {
+                "description": "Prometheus text format (0.0.4): requests, latencies, rows and failures per route and "
+                "model version, model loads, cache hits and misses, models in memory, upload bytes, database "
+                "outages; the sum over every worker of `maas serve`.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        }
+    )
+    @metrics_blp.errors()
+    def get(self) -> Response:
+        """Prometheus metrics"""
+        return Response(metrics.exposition(), mimetype=None, content_type=metrics.CONTENT_TYPE)
