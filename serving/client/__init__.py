@@ -127,6 +127,8 @@ class Client:
     Every method raises MaasError (the server's status and message) when the server refuses, and
     ServerUnreachable when it does not answer."""
 
+    page_size = PAGE_SIZE  # items asked for per page when listing
+
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.url = (url or os.environ.get("MAAS_URL") or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get("MAAS_ADMIN_TOKEN") or os.environ.get("MAAS_API_TOKEN")
@@ -275,7 +277,7 @@ class Client:
         items: list[dict[str, Any]] = []
         page: int | None = 1
         while page is not None:
-            response = self._request("GET", path, params={"page": page, "page_size": PAGE_SIZE})
+            response = self._request("GET", path, params={"page": page, "page_size": self.page_size})
             items.extend(response.json())
             pagination = json.loads(response.headers.get("X-Pagination") or "{}")
             page = pagination.get("next_page")
