@@ -226,21 +226,18 @@ def show(remote: dict[str, Any], model: str) -> None:
     if remote["json"]:
         _print_json(version)
         return
-    for label, key in (
-        ("model", "model"),
-        ("version", "version"),
-        ("description", "description"),
-        ("estimator", "estimator"),
-        ("format", "format"),
-        ("size_bytes", "size_bytes"),
-        ("sha256", "sha256"),
-        ("created_at", "created_at"),
-    ):
-        click.echo(f"{label + ':':<14}{'' if version.get(key) is None else version[key]}")
-    click.echo(f"{'aliases:':<14}{_aliases(version.get('aliases'))}")
-    click.echo(f"{'classes:':<14}{'' if version.get('classes') is None else json.dumps(version['classes'])}")
+    fields = [
+        (key, "" if version.get(key) is None else version[key])
+        for key in ("model", "version", "description", "estimator", "format", "size_bytes", "sha256", "created_at")
+    ]
     tags = version.get("tags") or {}
-    click.echo(f"{'tags:':<14}{', '.join(f'{k}={v}' for k, v in sorted(tags.items()))}")
+    fields += [
+        ("aliases", _aliases(version.get("aliases"))),
+        ("classes", "" if version.get("classes") is None else json.dumps(version["classes"])),
+        ("tags", ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))),
+    ]
+    for label, value in fields:
+        click.echo(f"{label + ':':<14}{value}".rstrip())
     click.echo("features:")
     _table(
         ["  NAME", "TYPE", "REQUIRED", "ALLOWED", "MIN", "MAX"],

@@ -3,6 +3,7 @@ alias, rm), against a live `maas serve` over real HTTP; MLflow model directories
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from serving.client import Client, MaasError, ServerUnreachable
+from tests.estimators.hostile_estimators import Hostile
 from tests.support import ADMIN_TOKEN, CREDIT_ROW, REPO, Live, database_of_its_own, joblib_bytes, live_server
 from tests.support.live import MAAS, environment, free_port, run_to_end
 
@@ -29,7 +31,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("client")
     with (
         database_of_its_own("sqlite", root) as database_url,
-        live_server("sqlite", root, database_url, MAAS_ADMIN_TOKEN=ADMIN_TOKEN) as server,
+        live_server(
+            "sqlite",
+            root,
+            database_url,
+            MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
+            # A model that crashes its runner (a 5xx for the exit code 3): trusted, as an operator would.
+            MAAS_TRUSTED_MODULES="tests.estimators.hostile_estimators",
+            PYTHONPATH=str(REPO),
+        ) as server,
     ):
         yield server
 
@@ -303,3 +313,70 @@ def test_push_an_mlflow_model_directory(live: Live, client: Client, tmp_path: Pa
     assert answer.probabilities is not None
     got = [[row[c] for c in expected["classes"]] for row in answer.probabilities]
     np.testing.assert_allclose(got, expected["probabilities"], rtol=1e-9)
+
+
+# -- more of the commands and the client ---------------------------------------------------------
+def test_predict_reads_json_on_stdin(live: Live, tmp_path: Path, regressor: Any) -> None:
+    artifact = write_model(tmp_path / "r.joblib", regressor)
+    assert maas(live, tmp_path, "push", str(artifact), "--name", "cli-stdin").returncode == 0
+    env = environment(MAAS_URL=live.server.url)
+    rows = [{"x1": 1.0, "x2": 2.0}, {"x1": -1.0, "x2": 0.5}]
+    run = subprocess.run(
+        [*MAAS, "predict", "cli-stdin@1", "--data", "@-", "--json"],
+        input=json.dumps(rows),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["predictions"] == pytest.approx(regressor.predict(pd.DataFrame(rows)).tolist())
+
+
+def test_a_big_upload_streams_with_a_progress_bar(live: Live, client: Client, tmp_path: Path, regressor: Any) -> None:
+    """Above 1 MiB the bar shows by default (on stderr); the client reports the bytes as they go."""
+    big = copy.deepcopy(regressor)
+    big.ballast_ = np.random.default_rng(0).normal(size=400_000)  # 3.2 MB of float64
+    artifact = write_model(tmp_path / "big.joblib", big)
+    assert artifact.stat().st_size > 3_000_000
+    run = maas(live, tmp_path, "push", str(artifact), "--name", "cli-big", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["size_bytes"] == artifact.stat().st_size
+    assert "Uploading" in run.stderr
+    assert "Uploading" not in maas(live, tmp_path, "push", str(artifact), "--name", "cli-big", "--no-progress").stderr
+
+    reports: list[int] = []
+    client.push(artifact, "cli-big", progress=lambda sent, total: reports.append(sent))
+    assert len(reports) > 2, "the body went in one piece, not streamed"
+    assert reports == sorted(reports)
+
+
+def test_a_server_failure_exits_3(live: Live, tmp_path: Path) -> None:
+    """A 5xx (here: a model whose runner crashes, 503) is no refusal: exit 3, the message on stderr."""
+    crashing = Hostile("crash").fit(pd.DataFrame({"x": [1.0, 2.0, 3.0]}), [0.0, 1.0, 2.0])
+    artifact = write_model(tmp_path / "crash.joblib", crashing)
+    assert maas(live, tmp_path, "push", str(artifact), "--name", "cli-crash").returncode == 0
+    run = maas(live, tmp_path, "predict", "cli-crash", "--data", '{"x": 1.5}')
+    assert run.returncode == 3, (run.stdout, run.stderr)
+    assert run.stderr.startswith("Error (503): ")
+    assert run.stdout == ""
+
+
+def test_the_api_token_opens_reads(tmp_path: Path, regressor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a server started with MAAS_API_TOKEN, the client sends MAAS_API_TOKEN when no admin token is set."""
+    with (
+        database_of_its_own("sqlite", tmp_path) as database_url,
+        live_server("sqlite", tmp_path, database_url, MAAS_ADMIN_TOKEN=ADMIN_TOKEN, MAAS_API_TOKEN="reader") as live,
+    ):
+        with Client(live.server.url, ADMIN_TOKEN) as admin:
+            admin.push(write_model(tmp_path / "r.joblib", regressor), "guarded")
+        monkeypatch.delenv("MAAS_ADMIN_TOKEN", raising=False)
+        monkeypatch.delenv("MAAS_API_TOKEN", raising=False)
+        with Client(live.server.url) as anonymous, pytest.raises(MaasError) as refused:
+            anonymous.models()
+        assert refused.value.status == 401
+        monkeypatch.setenv("MAAS_API_TOKEN", "reader")
+        with Client(live.server.url) as reader:
+            assert [m["name"] for m in reader.models()] == ["guarded"]
+            assert len(reader.predict("guarded", {"x1": 1.0, "x2": 2.0})) == 1
