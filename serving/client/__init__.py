@@ -10,6 +10,7 @@ or scikit-learn, and pandas only when a DataFrame is given or asked for.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -90,27 +91,23 @@ class Prediction:
         return frame
 
 
-def _json_value(value: Any) -> Any:
-    """A DataFrame cell as JSON: numpy scalars as Python ones, NaN / None / NA / NaT as null."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalar
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    try:
-        import pandas as pd
-
-        if value is pd.NA or value is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover - pandas is there whenever a DataFrame is
-        pass
-    return value
-
-
 def frame_to_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
-    """A DataFrame as the contract's columnar `data`."""
-    return {str(column): [_json_value(v) for v in frame[column].tolist()] for column in frame.columns}
+    """A DataFrame as the contract's columnar `data`: numpy scalars as Python ones, NaN, None, NA
+    and NaT as null, timestamps as ISO 8601 strings (the contract has no time type)."""
+    import pandas as pd
+
+    def cell(value: Any) -> Any:
+        if hasattr(value, "item") and not isinstance(value, str | bytes):  # a numpy scalar in an object column
+            value = value.item()
+        if value is None or value is pd.NA or value is pd.NaT:
+            return None
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, datetime.date | datetime.time):  # pandas' Timestamp is a datetime
+            return value.isoformat()
+        return value
+
+    return {str(column): [cell(v) for v in frame[column].tolist()] for column in frame.columns}
 
 
 def _is_dataframe(data: Any) -> bool:
