@@ -18,7 +18,7 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from serving.client import DEFAULT_URL, Client, MaasError, Prediction
+from serving.client import DEFAULT_URL, Client, MaasError, Prediction, server_url
 from serving.client.mlflow_model import NotAnMlflowModel
 
 EXIT_REFUSED = 1
@@ -69,6 +69,7 @@ def remote_command(function: F) -> F:
         envvar="MAAS_URL",
         default=DEFAULT_URL,
         show_default=True,
+        callback=_checked_url,
         help="The maas server (env MAAS_URL).",
     )
     @click.option(
@@ -84,6 +85,13 @@ def remote_command(function: F) -> F:
 
     wrapper.__doc__ = f"{function.__doc__}\n\n{EXIT_CODES_HELP}"
     return wrapper  # type: ignore[return-value]
+
+
+def _checked_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return server_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _print_json(value: Any) -> None:

@@ -18,14 +18,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_URL", "Client", "MaasError", "Prediction", "ServerUnreachable"]
+__all__ = ["DEFAULT_URL", "Client", "MaasError", "Prediction", "ServerUnreachable", "frame_to_columns", "server_url"]
 
 DEFAULT_URL = "http://127.0.0.1:5050"
 DEFAULT_TIMEOUT_S = 60.0
@@ -118,8 +118,9 @@ def _is_dataframe(data: Any) -> bool:
 class Client:
     """A maas server at `url` (else MAAS_URL, else http://127.0.0.1:5050).
 
-    `token` is sent as `Authorization: Bearer <token>` on every request; without one, MAAS_ADMIN_TOKEN
-    is used, else MAAS_API_TOKEN. The admin token is needed to push, alias and remove; it also opens
+    `url` must be http(s) with a host (ValueError otherwise). `token` is sent as
+    `Authorization: Bearer <token>` on every request; without one, MAAS_ADMIN_TOKEN is used, else
+    MAAS_API_TOKEN. The admin token is needed to push, alias and remove; it also opens
     reads and predictions on a server started with MAAS_API_TOKEN, so one token does for everything.
     Every method raises MaasError (the server's status and message) when the server refuses, and
     ServerUnreachable when it does not answer."""
@@ -127,7 +128,7 @@ class Client:
     page_size = PAGE_SIZE  # items asked for per page when listing
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        self.url = (url or os.environ.get("MAAS_URL") or DEFAULT_URL).rstrip("/")
+        self.url = server_url(url or os.environ.get("MAAS_URL") or DEFAULT_URL)
         token = token or os.environ.get("MAAS_ADMIN_TOKEN") or os.environ.get("MAAS_API_TOKEN")
         self.timeout = timeout
         self.session = requests.Session()
@@ -294,6 +295,14 @@ class Client:
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+
+def server_url(url: str) -> str:
+    """`url` without its trailing slash; ValueError unless it is an http(s) URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not the URL of a maas server: write e.g. {DEFAULT_URL}")
+    return url.rstrip("/")
 
 
 def _segment(value: object) -> str:

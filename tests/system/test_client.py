@@ -274,6 +274,7 @@ def test_usage_errors_exit_2_and_an_unreachable_server_3(live: Live, tmp_path: P
         ["push", str(tmp_path), "--name", "x"],  # a directory that is no MLflow model
         ["push", str(tmp_path), "--name", "x", "--metadata", "[]"],
         ["alias", "cli-credit", "production", "zero"],
+        ["models", "--url", "localhost:5050"],  # no scheme
     ):
         run = maas(live, tmp_path, *args)
         assert run.returncode == 2, (args, run.stdout, run.stderr)
