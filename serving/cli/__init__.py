@@ -1,4 +1,5 @@
-"""The `maas` command: serve, db upgrade, store gc.
+"""The `maas` command: serve, db upgrade, store gc, and a remote server's client (push, models, versions,
+show, predict, alias, rm).
 
 Each subcommand lives in a module of its own, imported when it is named (click's LazyGroup
 pattern), and those modules import the heavy libraries (SQLAlchemy, gunicorn, Flask, numpy)
@@ -23,6 +24,14 @@ SUBCOMMANDS = {
     "serve": "serving.cli.serve:serve",
     "db": "serving.cli.db:db",
     "store": "serving.cli.store:store_group",
+    # A remote server's client (serving/client): imports requests, never Flask or SQLAlchemy.
+    "push": "serving.cli.remote:push",
+    "models": "serving.cli.remote:models",
+    "versions": "serving.cli.remote:versions",
+    "show": "serving.cli.remote:show",
+    "predict": "serving.cli.remote:predict",
+    "alias": "serving.cli.remote:alias",
+    "rm": "serving.cli.remote:rm",
 }
 
 
@@ -46,7 +55,14 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands=SUBCOMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="The client commands (push, models, versions, show, predict, alias, rm) speak to the server "
+    "at --url or MAAS_URL and exit 0 when done, 1 when the server refused (its message on stderr), "
+    "2 on a usage error, 3 when the server is unreachable or failing (5xx).",
+)
 def main() -> None:
     """maas: a versioned registry and prediction server for scikit-learn models."""
     install_log_record_ids()
