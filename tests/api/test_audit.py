@@ -240,8 +240,15 @@ def test_one_access_line_per_request_with_the_route_and_the_resolved_version(
     assert client.get("/api/models/nobody").status_code == 404
     assert client.get("/no/such/thing?q=1").status_code == 404
     assert client.get("/health/live").status_code == 200
+    v2_inputs = [
+        {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
+        for k, v in CREDIT_ROW.items()
+    ]
+    assert client.post("/v2/models/credit/versions/prod/infer", json={"inputs": v2_inputs}).status_code == 200
+    assert client.get("/v2/models/credit").status_code == 200
+    assert client.get("/v2/models/credit/versions/1/ready").status_code == 200
     lines = access_lines(caplog)
-    assert len(lines) == 7
+    assert len(lines) == 10
     first = lines[0]
     assert list(first) == ["time", "method", "route", "status", "duration_ms", "request_id", "model", "version"]
     assert first["time"].endswith("+00:00") and "T" in first["time"]
@@ -255,6 +262,9 @@ def test_one_access_line_per_request_with_the_route_and_the_resolved_version(
         ("GET", "/api/models/<name>", 404, None, None),  # no such model: its name is not logged
         ("GET", None, 404, None, None),
         ("GET", "/health/live", 200, None, None),
+        ("POST", "/v2/models/<name>/versions/<version>/infer", 200, "credit", 1),
+        ("GET", "/v2/models/<name>", 200, "credit", 2),
+        ("GET", "/v2/models/<name>/versions/<version>/ready", 200, "credit", 1),
     ]
     assert first["request_id"] == "p-1"
     assert all(len(x["request_id"]) == 32 for x in lines[1:])

@@ -19,6 +19,7 @@ from flask.views import MethodView
 
 from registry import service
 from registry.names import LATEST
+from serving.api.accesslog import note_model
 from serving.api.blueprint import OPTIONAL_BEARER, SERVER_ERRORS, Blueprint
 from serving.api.context import runtime
 from serving.api.errors import RequestError, error_response
@@ -146,6 +147,7 @@ def model_metadata(name: str, selector: object, *, every_version: bool) -> dict[
         found = service.get_version(session, name, selector)
         numbers = [v.version for v in service.versions_of(session, found.model)] if every_version else [found.version]
         features = [spec.to_spec() for spec in found.features]
+    note_model(found.model.name, found.version)
     outputs = [{"name": PREDICT, "datatype": labels_datatype(found.classes), "shape": [-1]}]
     if found.has_predict_proba:
         outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(found.classes or ())]})
@@ -182,6 +184,7 @@ def model_ready(name: str, selector: object) -> dict[str, Any]:
     NotFound (404) or ArtifactUnavailable (503) otherwise."""
     rt = runtime()
     ref = rt.resolve(name, selector)
+    note_model(ref.model, ref.version)
     rt.runner(ref)
     return {"name": ref.model, "version": str(ref.version), "ready": True}
 
@@ -208,7 +211,10 @@ class ModelVersionReady(MethodView):
 def infer(name: str, selector: object, body: dict[str, Any]) -> dict[str, Any]:
     """Predict from the request's tensors and answer the outputs asked for."""
     outputs = requested_outputs(body.get("outputs"))
-    prediction = runtime().predict(name, selector, Tensors(body["inputs"]), PREDICT_PROBA in outputs)
+    rt = runtime()
+    ref = rt.resolve(name, selector)
+    note_model(ref.model, ref.version)
+    prediction = rt.predict_version(ref, Tensors(body["inputs"]), PREDICT_PROBA in outputs)
     answer: dict[str, Any] = {"model_name": prediction.model, "model_version": str(prediction.version)}
     if "id" in body:
         answer["id"] = body["id"]
