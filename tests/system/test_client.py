@@ -25,14 +25,14 @@ HEAVY = ("sqlalchemy", "gunicorn", "flask", "numpy", "pandas", "sklearn", "alemb
 SECOND_ROW = {"age": 61.0, "income": 30500.5, "gender": "female", "region": "east"}
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """One `maas serve` (SQLite) for the module; each test uses model names of its own."""
-    root = tmp_path_factory.mktemp("client")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One `maas serve` per database for the module; each test uses model names of its own."""
+    root = tmp_path_factory.mktemp(f"client-{request.param}")
     with (
-        database_of_its_own("sqlite", root) as database_url,
+        database_of_its_own(request.param, root) as database_url,
         live_server(
-            "sqlite",
+            request.param,
             root,
             database_url,
             MAAS_ADMIN_TOKEN=ADMIN_TOKEN,
