@@ -25,7 +25,9 @@ from tests.support.live import Server, environment
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 20261125
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
-OPERATIONS = 29  # every operation of the HTTP contract (v1, the v1.1 what-if, model delete, version PATCH, the 9 of V2)
+OPERATIONS = (
+    31  # every operation of the contract: v1, what-if, model delete, version PATCH, the 9 of V2, /metrics, events
+)
 _schemathesis = Path(sys.executable).parent / "schemathesis"
 
 

@@ -1336,7 +1336,8 @@ def test_hostile_requests_are_refused_in_the_contract_shape_and_change_nothing(s
     assert files_after == files_before, sorted(set(files_after.items()) ^ set(files_before.items()))
 
     log = server_logs(servers)  # all of it: the uploads of the set-up sent the token too
-    assert log.count("POST /api/predict") > 10, "the access log is not where the test reads it"
+    # The access log: one JSON object per request (serving.api.accesslog).
+    assert log.count('"method":"POST","route":"/api/predict"') > 10, "the access log is not where the test reads it"
     for secret in (ADMIN_SECRET[:-1], READER_SECRET[:-1], WRONG_SECRET):
         assert secret not in log, "a token is in the server's log"
     during = "".join(
