@@ -119,6 +119,9 @@ class _State:
         # Columns the model encodes as categories itself, and the dtype it was fitted on (None:
         # categories unknown, the values' own); empty for every other model.
         self.categorical: dict[str, pd.CategoricalDtype | None] = {}
+        # A model fitted on a DataFrame that computes the same from a plain array (scikit-learn's
+        # own numeric steps): its numeric rows skip pandas and scikit-learn's frame checks.
+        self.array_ok = False
 
     def handle(
         self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]
@@ -183,6 +186,7 @@ class _State:
         self.estimator = estimator
         self.documents = documents
         self.categorical = categorical
+        self.array_ok = not documents and not categorical and takes_an_array(estimator)
         return {
             "ok": True,
             "facts": {
@@ -204,10 +208,16 @@ class _State:
             raise ValueError("predict before load")
         rows = header["rows"]
         columns = {name: _column(v) for name, v in protocol.unpack_columns(header["columns"], arrays, rows).items()}
+        frame = header.get("frame")
         if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
             (model_input,) = columns.values()
+        elif frame is not None and self.array_ok and all(columns[n].dtype.kind in "fib" for n in frame):
+            # The float array scikit-learn makes of the frame: pandas hands it over column-major
+            # (the transpose of one row per column), and so this does; the same memory layout gives
+            # the same sums, to the last bit.
+            model_input = np.array([columns[n] for n in frame], dtype=np.float64).T
         else:
-            model_input = assemble(columns, list(columns), header.get("frame"), self.categorical)
+            model_input = assemble(columns, list(columns), frame, self.categorical)
         estimator = self.estimator
         try:
             if header.get("probabilities"):
@@ -241,6 +251,36 @@ def _column(values: Any) -> np.ndarray:
     if missing.any():
         column[missing] = math.nan
     return column
+
+
+# Steps that read a DataFrame's column names or dtypes: a model holding one gets the DataFrame.
+_NEEDS_A_FRAME = {
+    "ColumnTransformer",
+    "FunctionTransformer",
+    "FeatureUnion",
+    "CountVectorizer",
+    "TfidfVectorizer",
+    "HashingVectorizer",
+    "DictVectorizer",
+}
+
+
+def takes_an_array(estimator: Any) -> bool:
+    """Whether a model fitted on a DataFrame computes the same from the float array of its columns
+    (in the fitted order): every step one of scikit-learn's own, none of which reads column names
+    or dtypes (a ColumnTransformer, a FunctionTransformer, a text vectorizer do). scikit-learn only
+    checks the names it was fitted with, and warns without them (that warning is silenced)."""
+    steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
+    for step in steps:
+        if hasattr(step, "steps"):
+            if not takes_an_array(step):
+                return False
+            continue
+        module = type(step).__module__
+        names = {cls.__name__ for cls in type(step).__mro__}
+        if not (module == "sklearn" or module.startswith("sklearn.")) or names & _NEEDS_A_FRAME:
+            return False
+    return True
 
 
 def _one_thread(estimator: Any) -> None:
