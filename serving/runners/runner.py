@@ -283,16 +283,25 @@ def takes_an_array(estimator: Any) -> bool:
     return True
 
 
-def _one_thread(estimator: Any) -> None:
-    """Runners compute on one thread (OMP_NUM_THREADS=1, pool.py). LightGBM's scikit-learn wrapper
-    turns n_jobs None/negative into a thread count of its own at each predict, asking joblib for the
-    CPU count, which reads cgroup files under /sys that a runner may not open (PermissionError):
-    such a model gets n_jobs=1, the runners' thread count, instead of more access."""
-    for step in [estimator, *(s for _, s in getattr(estimator, "steps", ()))]:
-        if "LGBMModel" in {cls.__name__ for cls in type(step).__mro__}:
-            n_jobs = getattr(step, "n_jobs", None)
-            if n_jobs is None or (isinstance(n_jobs, int) and n_jobs < 0):
-                step.n_jobs = 1
+def _one_thread(estimator: Any, depth: int = 0) -> None:
+    """Runners compute on one thread (OMP_NUM_THREADS=1, pool.py). A model saved with n_jobs (a
+    RandomForest's n_jobs=2, LightGBM's wrapper that turns None into a thread count of its own)
+    asks joblib for the CPU count, which reads cgroup files under /sys that a runner may not open
+    (PermissionError), and would start workers: every step (pipelines, column transformers and
+    their parts) gets n_jobs=1, the runners' thread count, instead of more access. The results do
+    not depend on it."""
+    if depth > 20:
+        return
+    if isinstance(getattr(estimator, "n_jobs", None), (int, type(None))) and hasattr(estimator, "n_jobs"):
+        try:
+            estimator.n_jobs = 1
+        except Exception:  # noqa: BLE001 - a read-only attribute: the model keeps its own
+            pass
+    parts = [s for _, s in getattr(estimator, "steps", ())]
+    parts += [t for _, t, *_ in getattr(estimator, "transformers_", ()) if not isinstance(t, str)]
+    parts += [t for _, t in getattr(estimator, "transformer_list", ())]
+    for part in parts:
+        _one_thread(part, depth + 1)
 
 
 def _categorical_dtype(categories: list[Any] | None) -> pd.CategoricalDtype | None:
