@@ -121,6 +121,10 @@ class Settings:
     # How long a worker answers "damaged or missing" for an artifact from memory before it opens
     # and hashes the file again (0: every request does).
     artifact_retry_seconds: float = 2.0
+    # How long a worker resolves a (model, selector) from memory before asking the database again:
+    # an alias move or a delete made elsewhere (another worker, another replica) is followed within
+    # it; this worker's own writes at once (0: every prediction asks the database).
+    alias_ttl_seconds: float = 1.0
 
     @property
     def admin_credentials(self) -> tuple[tuple[str, str], ...]:
@@ -158,6 +162,7 @@ class Settings:
             worker_timeout=_int(env, "MAAS_WORKER_TIMEOUT", cls.worker_timeout),
             preload=_switch(env, "MAAS_PRELOAD", cls.preload),
             artifact_retry_seconds=_seconds(env, "MAAS_ARTIFACT_RETRY", cls.artifact_retry_seconds, zero=True),
+            alias_ttl_seconds=_seconds(env, "MAAS_ALIAS_TTL", cls.alias_ttl_seconds, zero=True),
         )
         known = {f.name for f in fields(cls)}
         settings = replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 INPUT_SCHEMAS_KEPT = 4096
 # Artifacts found damaged or missing, remembered for MAAS_ARTIFACT_RETRY seconds each.
 UNAVAILABLE_ARTIFACTS_KEPT = 4096
+FRESH_RESOLUTIONS_KEPT = 4096
 
 
 def _json_values(values: Any) -> list[Any]:
@@ -112,6 +113,13 @@ class Runtime:
         )
         self._unavailable_lock = threading.Lock()
         self.resolved = ResolvedVersions()
+        # (model, selector) -> version, fresh for MAAS_ALIAS_TTL: most predictions never ask the
+        # database (versions are immutable; an alias move or a delete elsewhere is seen within the
+        # TTL, one made through this worker at once: forget_model).
+        self._fresh: TTLCache[tuple[str, int | str], VersionRef] | None = (
+            TTLCache(FRESH_RESOLUTIONS_KEPT, settings.alias_ttl_seconds) if settings.alias_ttl_seconds > 0 else None
+        )
+        self._fresh_lock = threading.Lock()
         # Fired after the pool's pre-ping succeeded: the first request (or readiness probe) that
         # reaches the database again ends the outage for predictions too.
         event.listen(self.db.engine, "checkout", lambda *_: self.resolved.database_answers())
@@ -200,6 +208,12 @@ class Runtime:
             with self.db.read() as session:
                 return service.resolve_version_ref(session, name, selector)
         key = (name, parsed)
+        fresh = self._fresh
+        if fresh is not None:
+            with self._fresh_lock:
+                ref = fresh.get(key)
+            if ref is not None:
+                return ref
         if self.resolved.in_outage:
             # No request waits for a database that is gone: a probe in the background finds
             # it back, and its connection ends the outage ("checkout" listener above).
@@ -216,7 +230,18 @@ class Runtime:
                 raise
             return self.resolved.outage(key, exc)
         self.resolved.remember(key, ref)
+        if fresh is not None:
+            with self._fresh_lock:
+                fresh[key] = ref
         return ref
+
+    def forget_model(self, name: str) -> None:
+        """This worker changed `name` (an upload, an alias move, a delete): resolve it from the
+        database again at once."""
+        if self._fresh is not None:
+            with self._fresh_lock:
+                for key in [k for k in self._fresh if k[0] == name]:
+                    del self._fresh[key]
 
     def predict(self, name: str, selector: object, data: Any, with_probabilities: bool) -> Prediction:
         """Resolve, check, predict in the version's runner: the hot path of every prediction route."""

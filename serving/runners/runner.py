@@ -119,6 +119,9 @@ class _State:
         # Columns the model encodes as categories itself, and the dtype it was fitted on (None:
         # categories unknown, the values' own); empty for every other model.
         self.categorical: dict[str, pd.CategoricalDtype | None] = {}
+        # A model fitted on a DataFrame that computes the same from a plain array (scikit-learn's
+        # own numeric steps): its numeric rows skip pandas and scikit-learn's frame checks.
+        self.array_ok = False
 
     def handle(
         self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]
@@ -183,6 +186,7 @@ class _State:
         self.estimator = estimator
         self.documents = documents
         self.categorical = categorical
+        self.array_ok = not documents and not categorical and takes_an_array(estimator)
         return {
             "ok": True,
             "facts": {
@@ -204,10 +208,16 @@ class _State:
             raise ValueError("predict before load")
         rows = header["rows"]
         columns = {name: _column(v) for name, v in protocol.unpack_columns(header["columns"], arrays, rows).items()}
+        frame = header.get("frame")
         if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
             (model_input,) = columns.values()
+        elif frame is not None and self.array_ok and all(columns[n].dtype.kind in "fib" for n in frame):
+            # The float array scikit-learn makes of the frame: pandas hands it over column-major
+            # (the transpose of one row per column), and so this does; the same memory layout gives
+            # the same sums, to the last bit.
+            model_input = np.array([columns[n] for n in frame], dtype=np.float64).T
         else:
-            model_input = assemble(columns, list(columns), header.get("frame"), self.categorical)
+            model_input = assemble(columns, list(columns), frame, self.categorical)
         estimator = self.estimator
         try:
             if header.get("probabilities"):
@@ -243,16 +253,55 @@ def _column(values: Any) -> np.ndarray:
     return column
 
 
-def _one_thread(estimator: Any) -> None:
-    """Runners compute on one thread (OMP_NUM_THREADS=1, pool.py). LightGBM's scikit-learn wrapper
-    turns n_jobs None/negative into a thread count of its own at each predict, asking joblib for the
-    CPU count, which reads cgroup files under /sys that a runner may not open (PermissionError):
-    such a model gets n_jobs=1, the runners' thread count, instead of more access."""
-    for step in [estimator, *(s for _, s in getattr(estimator, "steps", ()))]:
-        if "LGBMModel" in {cls.__name__ for cls in type(step).__mro__}:
-            n_jobs = getattr(step, "n_jobs", None)
-            if n_jobs is None or (isinstance(n_jobs, int) and n_jobs < 0):
-                step.n_jobs = 1
+# Steps that read a DataFrame's column names or dtypes: a model holding one gets the DataFrame.
+_NEEDS_A_FRAME = {
+    "ColumnTransformer",
+    "FunctionTransformer",
+    "FeatureUnion",
+    "CountVectorizer",
+    "TfidfVectorizer",
+    "HashingVectorizer",
+    "DictVectorizer",
+}
+
+
+def takes_an_array(estimator: Any) -> bool:
+    """Whether a model fitted on a DataFrame computes the same from the float array of its columns
+    (in the fitted order): every step one of scikit-learn's own, none of which reads column names
+    or dtypes (a ColumnTransformer, a FunctionTransformer, a text vectorizer do). scikit-learn only
+    checks the names it was fitted with, and warns without them (that warning is silenced)."""
+    steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
+    for step in steps:
+        if hasattr(step, "steps"):
+            if not takes_an_array(step):
+                return False
+            continue
+        module = type(step).__module__
+        names = {cls.__name__ for cls in type(step).__mro__}
+        if not (module == "sklearn" or module.startswith("sklearn.")) or names & _NEEDS_A_FRAME:
+            return False
+    return True
+
+
+def _one_thread(estimator: Any, depth: int = 0) -> None:
+    """Runners compute on one thread (OMP_NUM_THREADS=1, pool.py). A model saved with n_jobs (a
+    RandomForest's n_jobs=2, LightGBM's wrapper that turns None into a thread count of its own)
+    asks joblib for the CPU count, which reads cgroup files under /sys that a runner may not open
+    (PermissionError), and would start workers: every step (pipelines, column transformers and
+    their parts) gets n_jobs=1, the runners' thread count, instead of more access. The results do
+    not depend on it."""
+    if depth > 20:
+        return
+    if isinstance(getattr(estimator, "n_jobs", None), (int, type(None))) and hasattr(estimator, "n_jobs"):
+        try:
+            estimator.n_jobs = 1
+        except Exception:  # noqa: BLE001 - a read-only attribute: the model keeps its own
+            pass
+    parts = [s for _, s in getattr(estimator, "steps", ())]
+    parts += [t for _, t, *_ in getattr(estimator, "transformers_", ()) if not isinstance(t, str)]
+    parts += [t for _, t in getattr(estimator, "transformer_list", ())]
+    for part in parts:
+        _one_thread(part, depth + 1)
 
 
 def _categorical_dtype(categories: list[Any] | None) -> pd.CategoricalDtype | None:

@@ -118,3 +118,20 @@ def test_a_one_hot_encoded_bool_column_is_boolean(client: Any) -> None:
     data = {"income": [30.0, 50.0], "owner": [True, False]}
     r = client.post("/api/models/homes/predict", json={"data": data})
     assert r.json["predictions"] == model.predict(pd.DataFrame(data)).tolist()
+
+
+def test_a_forest_saved_with_n_jobs_predicts_in_its_runner(client: Any) -> None:
+    """n_jobs=2 would have joblib read the CPU count under /sys, which a runner may not: the runner
+    sets n_jobs=1 (the same predictions)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    model = RandomForestClassifier(n_estimators=20, n_jobs=2, random_state=0).fit(frame, frame["a"] > frame["b"])
+    created = upload(client, "forest", model)
+    assert created.status_code == 201, created.json
+    rows = {"a": [0.5, -1.0, 2.0], "b": [0.1, 0.3, -2.0]}
+    r = client.post("/api/models/forest/predict", json={"data": rows, "return_probabilities": True})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == model.predict(pd.DataFrame(rows)).tolist()
+    assert [p["True"] for p in r.json["probabilities"]] == model.predict_proba(pd.DataFrame(rows))[:, 1].tolist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, request, url_for
+from flask import Response, g, request, url_for
 from flask.views import MethodView
 
 from registry import service
@@ -33,6 +33,16 @@ blp = Blueprint(
 )
 
 UPLOAD_ENDPOINT = "admin.Upload"
+
+
+@blp.after_request
+def _seen_here_at_once(response: Response) -> Response:
+    """A change made through this worker (a new latest, an alias moved, a version deleted) is
+    what its next prediction resolves; other workers follow within MAAS_ALIAS_TTL."""
+    name = (request.view_args or {}).get("name")
+    if request.method != "GET" and isinstance(name, str):
+        runtime().forget_model(name)
+    return response
 
 
 @blp.before_request
