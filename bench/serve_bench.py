@@ -59,7 +59,9 @@ WORKERS = 2
 BATCH = 100
 BIG_TARGET_BYTES = 200 * 1024 * 1024
 MLFLOW_SPEC = "mlflow==3.18.0"
-MLSERVER_SPECS = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")
+# uvloop 0.22 dropped the implicit event loop that MLServer 1.7.1's parallel workers ask for
+# (asyncio.get_event_loop() in mlserver/parallel/worker.py): with it, every worker dies at start.
+MLSERVER_SPECS = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22")
 # The peers' venvs get the scikit-learn stack of this one, so that they load the same pickles.
 SAME_STACK = ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
 START_TIMEOUT_S = 120.0
@@ -462,7 +464,7 @@ class Mlflow(System):
                 port = free_port()
                 argv = [str(bin_dir / "mlflow"), "models", "serve", "-m", str(directory), "--env-manager", "local"]
                 argv += ["-h", "127.0.0.1", "-p", str(port), "--workers", str(WORKERS)]
-                process = Process(argv, work / f"mlflow-{p.name}.log", env)
+                process = Process(argv, work / f"mlflow-{p.name}.log", env, work)
                 process.start()
                 self.servers[p.name] = (process, port)
                 process.wait_http(f"http://127.0.0.1:{port}/ping")
@@ -518,10 +520,11 @@ class MLServer(System):
             "grpc_port": free_port(),
             "metrics_port": free_port(),
             "parallel_workers": WORKERS,
+            "metrics_dir": str(work / "mlserver-metrics"),  # not the working directory's .metrics
         }
         (repo / "settings.json").write_text(json.dumps(server))
         env = {**os.environ, "PATH": f"{python.parent}:{os.environ['PATH']}"}
-        self.process = Process([str(python.parent / "mlserver"), "start", str(repo)], work / "mlserver.log", env)
+        self.process = Process([str(python.parent / "mlserver"), "start", str(repo)], work / "mlserver.log", env, repo)
         self.process.start()
         try:
             for p in pipelines:
