@@ -337,7 +337,9 @@ class Maas:
         self.started = False
 
     def start(self, work: Path, pipelines: list[Pipeline]) -> None:
-        if self.started:
+        if self.started:  # by the other engine's row
+            if self.server is None:
+                raise ServerFailed("maas did not start (see its first row)")
             return
         self.started = True
         data = work / "maas"
@@ -391,8 +393,8 @@ class MaasEngine(System):
 
     def start(self, work: Path, pipelines: list[Pipeline]) -> None:
         self.maas.start(work, pipelines)
-        if self.engine == "onnx" and not all("onnx" in v.get("engines", []) for v in self.maas.versions.values()):
-            self.unavailable = "this maas does not list onnx in its versions' engines"
+        if self.engine == "onnx" and not any("onnx" in v.get("engines", []) for v in self.maas.versions.values()):
+            self.unavailable = "this maas lists no onnx in its versions' engines"
 
     def stop(self) -> None:
         self.maas.stop()
@@ -410,7 +412,13 @@ class MaasEngine(System):
         if "engines" in version:
             body["engine"] = self.engine
         url = f"{self.maas.server.url}/api/models/bench-{pipeline.name}/predict"
-        return _json_request(url, body, rows, lambda r: len(r["probabilities"]))
+        return _json_request(url, body, rows, self.count)
+
+    def count(self, answer: Any) -> int:
+        """Rows answered, once the answer says the engine asked for answered (when one was)."""
+        if "engine" in answer and answer["engine"] != self.engine:
+            raise ValueError(f"engine {answer['engine']!r} answered, not {self.engine!r}")
+        return len(answer["probabilities"])
 
 
 def peer_venv(name: str, specs: tuple[str, ...]) -> tuple[Path | None, str | None]:
@@ -431,7 +439,7 @@ def peer_venv(name: str, specs: tuple[str, ...]) -> tuple[Path | None, str | Non
         )
     if made.returncode != 0:
         lines = [line for line in (made.stderr + made.stdout).splitlines() if "ERROR" in line or "error" in line]
-        return None, f"pip install {wanted} failed: {' '.join(lines[-2:])[:300]}"
+        return None, f"pip install {wanted} failed: {(lines or ['?'])[-1][:300]}"
     marker.write_text(wanted)
     return python, None
 
