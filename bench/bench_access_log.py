@@ -12,7 +12,7 @@ import timeit
 from flask import Flask, Response, g
 
 from serving.api.accesslog import note_model, register_access_log
-from serving.logs import access_log, install_access_log, install_log_record_ids
+from serving.telemetry.logs import access_log, install_access_log, install_log_record_ids
 
 
 def main() -> None:

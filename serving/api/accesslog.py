@@ -1,5 +1,5 @@
 """The access log (API v1.1): one JSON line per request on the `maas.access` logger (see
-serving.logs.write_access_line), with the route's template, the status, the duration, the
+serving.telemetry.logs.write_access_line), with the route's template, the status, the duration, the
 request id, and the model and version when the request used one.
 
 What a line never holds: the raw path or query string (a model name in a path is any text the
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, g, request
 
-from serving.logs import access_log, write_access_line
+from serving.telemetry.logs import access_log, write_access_line
 
 
 def note_model(name: str, version: int | None = None) -> None:

@@ -30,9 +30,9 @@ from registry.errors import (
     NotFound,
     RegistryError,
 )
-from serving import metrics
 from serving.api.schemas import ErrorSchema
 from serving.inference.errors import InvalidRequest, InvalidRows, TooManyRows
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Counting and timing every request for `GET /metrics` (serving.metrics holds the metrics)."""
+"""Counting and timing every request for `GET /metrics` (serving.telemetry.metrics holds the metrics)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from serving import metrics
+from serving.telemetry import metrics
 
 UNMATCHED = "unmatched"
 

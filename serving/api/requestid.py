@@ -9,7 +9,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from serving.logs import install_log_record_ids
+from serving.telemetry.logs import install_log_record_ids
 
 HEADER = "X-Request-ID"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from serving.config import ConfigError, Settings
-from serving.logs import install_log_record_ids
+from serving.telemetry.logs import install_log_record_ids
 
 # name -> "module:attribute" of the command, relative to this package.
 SUBCOMMANDS = {

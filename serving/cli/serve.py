@@ -13,7 +13,7 @@ import click
 
 from serving.cli import settings_from_env
 from serving.cli.db import claim_store, open_database, upgrade_schema
-from serving.logs import install_access_log
+from serving.telemetry.logs import install_access_log
 
 if TYPE_CHECKING:
     from registry.db import Database
@@ -55,7 +55,7 @@ def serve(
 
 
 MASTER_PID = [0]
-# serving.metrics.MULTIPROC_ENV, not imported from there: importing it imports prometheus-client,
+# serving.telemetry.metrics.MULTIPROC_ENV, not imported from there: importing it imports prometheus-client,
 # which must see the variable already set.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -17,7 +17,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 from serving.config import Settings
-from serving.logs import write_access_line
+from serving.telemetry.logs import write_access_line
 
 SYNC_WORKER = "serving.cli.server.JsonErrorSyncWorker"
 THREAD_WORKER = "serving.cli.server.JsonErrorThreadWorker"
@@ -74,7 +74,7 @@ def _worker_started(worker: Any) -> None:
 
 def _worker_exited(server: Any, worker: Any) -> None:
     """In the master, a worker gone: its live gauges (models in memory) stop counting."""
-    from serving.metrics import worker_exited
+    from serving.telemetry.metrics import worker_exited
 
     worker_exited(worker.pid)
 

@@ -9,7 +9,7 @@ from cachetools import LRUCache
 
 from registry.errors import DatabaseUnavailable
 from registry.service import VersionRef
-from serving import metrics
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from registry.db import Database, is_disconnect
 from registry.errors import NotFound
 from registry.names import parse_selector
 from registry.service import VersionRef
-from serving import metrics
 from serving.config import Settings
 from serving.inference.inputs import InputSchema
 from serving.inference.resolver import ResolvedVersions
 from serving.runners.pool import Runner, RunnerLimits, RunnerPool
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

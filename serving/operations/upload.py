@@ -30,10 +30,10 @@ from registry.errors import Conflict, InvalidInput, RegistryError
 from registry.models import ModelVersion
 from registry.names import is_model_name
 from registry.service import ArtifactFacts
-from serving import metrics
 from serving.inference.errors import InvalidRows, TooManyRows
 from serving.inference.runtime import Runtime, run_model, version_key
 from serving.runners.pool import Runner
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from model_store.errors import (
     UnsafeArtifact,
 )
 from model_store.features import FeatureSpec
-from serving import metrics
 from serving.runners import protocol
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 # Heads the traceback of a model's own exception in the server's log (one per failed call).

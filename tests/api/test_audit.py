@@ -11,7 +11,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from registry.models import Event
-from serving.logs import ACCESS_LOGGER
+from serving.telemetry.logs import ACCESS_LOGGER
 from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, upload
 
 # Each change and its event share one transaction: both databases.

@@ -8,11 +8,11 @@ from typing import Any
 from flask import Response, jsonify
 from flask.views import MethodView
 
-from serving import metrics
 from serving.api.blueprint import Blueprint
 from serving.api.context import runtime
 from serving.api.errors import error_response
 from serving.api.schemas import HealthSchema
+from serving.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
