@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -24,6 +25,7 @@ from registry.names import parse_selector
 from registry.service import VersionRef
 from serving import metrics
 from serving.config import Settings
+from serving.inference.errors import InvalidRequest
 from serving.inference.inputs import InputSchema
 from serving.inference.resolver import ResolvedVersions
 from serving.runners.pool import Runner, RunnerLimits, RunnerPool
@@ -62,11 +64,13 @@ class Prediction:
     version: int | None  # None: an upload's trial, before the version is recorded
     predictions: list[Any]
     probabilities: list[dict[str, float | None]] | None = None
+    engine: str = "sklearn"  # the engine that answered
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "version": self.version,
+            "engine": self.engine,
             "predictions": self.predictions,
         }
         if self.probabilities is not None:
@@ -138,8 +142,8 @@ class Runtime:
             outcome = "failed"
             started = time.perf_counter()
             try:
-                with self.store.opened(ref.sha256) as file:
-                    runner.load(file, ref.format)
+                with self.store.opened(ref.sha256) as file, contextlib.ExitStack() as graph:
+                    runner.load(file, ref.format, graph=self._graph(graph, ref, label))
                 outcome = "ok"
             except ArtifactUnavailable as exc:  # the file: missing, unreadable or damaged
                 self._remember_unavailable(ref.sha256, exc.message)
@@ -157,6 +161,17 @@ class Runtime:
                 metrics.CACHE_MISSES.inc()
             else:
                 metrics.CACHE_HITS.inc()
+
+    def _graph(self, stack: contextlib.ExitStack, ref: VersionRef, label: str) -> Any:
+        """The version's ONNX file, opened and verified, when it has one; a graph that cannot be
+        read costs the version its ONNX engine (logged), not its service."""
+        if ref.onnx_sha256 is None:
+            return None
+        try:
+            return stack.enter_context(self.store.opened(ref.onnx_sha256))
+        except ArtifactUnavailable as exc:
+            log.warning("%s serves without its ONNX engine: %s", label, exc.message)
+            return None
 
     def _known_unavailable(self, sha256: str) -> str | None:
         if self._unavailable is None:
@@ -218,16 +233,18 @@ class Runtime:
         self.resolved.remember(key, ref)
         return ref
 
-    def predict(self, name: str, selector: object, data: Any, with_probabilities: bool) -> Prediction:
+    def predict(
+        self, name: str, selector: object, data: Any, with_probabilities: bool, engine: str = "auto"
+    ) -> Prediction:
         """Resolve, check, predict in the version's runner: the hot path of every prediction route."""
-        return self.predict_version(self.resolve(name, selector), data, with_probabilities)
+        return self.predict_version(self.resolve(name, selector), data, with_probabilities, engine)
 
-    def predict_version(self, ref: VersionRef, data: Any, with_probabilities: bool) -> Prediction:
+    def predict_version(self, ref: VersionRef, data: Any, with_probabilities: bool, engine: str = "auto") -> Prediction:
         """Check, predict in the runner of a version already resolved."""
         runner = self.runner(ref)
         inputs = self.input_schema(ref, runner.facts)
         columns, rows = inputs.check(data)
-        return run_model(runner, ref.model, ref.version, inputs, columns, rows, with_probabilities)
+        return run_model(runner, ref.model, ref.version, inputs, columns, rows, with_probabilities, engine)
 
 
 def run_model(
@@ -238,18 +255,30 @@ def run_model(
     columns: dict[str, np.ndarray],
     rows: int,
     with_probabilities: bool,
+    engine: str = "auto",
 ) -> Prediction:
     """Ask the runner; the model's own failures are PredictionFailed (422), never a 500.
-    A recorded version's calls are counted and timed (an upload's trial, version None, is not)."""
+    A recorded version's calls are counted and timed (an upload's trial, version None, is not).
+    Raises InvalidRequest (422) when `engine` names one the version does not have."""
     if with_probabilities and not runner.facts.get("has_predict_proba"):
         raise PredictionFailed(f"Model {inputs.label} has no predict_proba: it cannot return probabilities.")
+    if engine != "auto" and engine not in runner.facts.get("engines", ("sklearn",)):
+        raise InvalidRequest(
+            f"Model {inputs.label} has no {engine} engine (its version's engine_detail says why): "
+            "ask for engine 'auto' or 'sklearn'.",
+            {"engine": [f"Must be one of: {', '.join(['auto', *runner.facts.get('engines', ('sklearn',))])}."]},
+        )
     if version is None:
-        predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+        predictions, keys, proba, answered = runner.predict(
+            columns, rows, inputs.column_names, with_probabilities, engine
+        )
     else:
         labels = (model, str(version))
         started = time.perf_counter()
         try:
-            predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+            predictions, keys, proba, answered = runner.predict(
+                columns, rows, inputs.column_names, with_probabilities, engine
+            )
         except (PredictionFailed, RunnerTimedOut, RunnerFailed) as exc:
             kind = next(k for cls, k in _FAILURE_KINDS if isinstance(exc, cls))
             metrics.PREDICTION_FAILURES.labels(*labels, kind).inc()
@@ -259,7 +288,7 @@ def run_model(
     probabilities = None
     if proba is not None and keys is not None:
         probabilities = [dict(zip(keys, _json_values(row), strict=True)) for row in proba]
-    return Prediction(model, version, _json_values(predictions), probabilities)
+    return Prediction(model, version, _json_values(predictions), probabilities, answered)
 
 
 _FAILURE_KINDS = ((PredictionFailed, "model_error"), (RunnerTimedOut, "timeout"), (RunnerFailed, "runner_died"))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
-from serving.runners import protocol
+from serving.runners import compiled, protocol
 
 # What the web worker may send a runner in one message: a batch of rows as columns.
 MAX_REQUEST_BYTES = 1 << 30
@@ -119,6 +119,9 @@ class _State:
         # Columns the model encodes as categories itself, and the dtype it was fitted on (None:
         # categories unknown, the values' own); empty for every other model.
         self.categorical: dict[str, pd.CategoricalDtype | None] = {}
+        # The version compiled to ONNX and verified (at upload, or handed over with the artifact).
+        self.engine: compiled.Engine | None = None
+        self.engine_detail: str | None = None
 
     def handle(
         self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]
@@ -128,6 +131,8 @@ class _State:
             return self.load(header, fds)
         if op == "predict":
             return self.predict(header, arrays, out)
+        if op == "compile":
+            return self.compile(header, arrays, out)
         if op == "ping":
             return {"ok": True}
         raise ValueError(f"unknown op {op!r}")
@@ -145,8 +150,9 @@ class _State:
         )
         from model_store.loader import load_artifact
 
-        if self.estimator is not None or len(fds) != 1:
-            raise ValueError("a runner loads exactly one artifact, handed over as one descriptor")
+        with_graph = header.get("onnx") is True
+        if self.estimator is not None or len(fds) != (2 if with_graph else 1):
+            raise ValueError("a runner loads exactly one artifact (and its graph), each handed over as a descriptor")
         with os.fdopen(os.dup(fds[0]), "rb") as file:
             loaded = load_artifact(
                 file, header.get("trusted_modules", ()), header.get("format"), header.get("max_model_bytes")
@@ -183,6 +189,8 @@ class _State:
         self.estimator = estimator
         self.documents = documents
         self.categorical = categorical
+        if with_graph:
+            self._open_graph(fds[1], header.get("max_model_bytes"), features, feature_names)
         return {
             "ok": True,
             "facts": {
@@ -193,36 +201,105 @@ class _State:
                 "library_versions": loaded.library_versions,
                 "feature_names": feature_names,
                 "n_features": n_features if type(n_features) is int else None,
+                "engines": self.engines(),
             },
             # The protocol carries data only: the specs cross as the contract's JSON.
             "features": [f.to_json() for f in features] if features is not None else None,
         }
 
+    def engines(self) -> list[str]:
+        return ["sklearn", "onnx"] if self.engine is not None else ["sklearn"]
+
+    def _open_graph(self, fd: int, limit: Any, features: Any, feature_names: list[str] | None) -> None:
+        """Open the version's verified graph (handed over by the web worker with the artifact)."""
+        limit = limit if type(limit) is int and limit > 0 else MAX_REQUEST_BYTES
+        with os.fdopen(os.dup(fd), "rb") as file:
+            if os.fstat(file.fileno()).st_size > limit:
+                raise InvalidArtifact("The version's ONNX graph is larger than MAAS_MAX_MODEL_BYTES.")
+            data = file.read()
+        names = [f.name for f in features] if features is not None else feature_names
+        try:
+            session = compiled.open_session(data)
+            self.engine = compiled.Engine.from_session(session, names or [], hasattr(self.estimator, "classes_"))
+        except compiled.GraphRefused as exc:
+            raise InvalidArtifact(f"The version's ONNX graph is refused: {exc}.") from None
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            raise InvalidArtifact(f"The version's ONNX graph cannot be opened ({_exception_name(exc)}).") from None
+
+    # -- compile (at upload) -------------------------------------------------------------------
+    def compile(self, header: dict[str, Any], arrays: list[np.ndarray], out: list[np.ndarray]) -> dict[str, Any]:
+        """Compile the loaded model to ONNX and verify it on the batches of checked rows sent;
+        answers the graph's bytes (a uint8 array) or why there is none."""
+        if self.estimator is None:
+            raise ValueError("compile before load")
+        features = header["features"]
+        batches = []
+        for batch in header["batches"]:
+            columns = self._columns(batch, arrays)
+            batches.append((self._model_input(columns, header.get("frame")), columns))
+        try:
+            data, engine = compiled.compile_model(self.estimator, features, batches, self._sklearn)
+        except compiled.NotCompiled as exc:
+            self.engine, self.engine_detail = None, str(exc)[: protocol.MAX_STRING]
+            return {"ok": True, "onnx": None, "detail": self.engine_detail}
+        self.engine, self.engine_detail = engine, None
+        out.append(np.frombuffer(data, dtype=np.uint8))
+        return {"ok": True, "onnx": {"array": len(out) - 1}, "detail": None}
+
     # -- predict -------------------------------------------------------------------------------
+    def _columns(self, batch: dict[str, Any], arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        rows = batch["rows"]
+        return {name: _column(v) for name, v in protocol.unpack_columns(batch["columns"], arrays, rows).items()}
+
+    def _model_input(self, columns: dict[str, np.ndarray], frame: list[str] | None) -> Any:
+        if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
+            (model_input,) = columns.values()
+            return model_input
+        return assemble(columns, list(columns), frame, self.categorical)
+
+    def _sklearn(self, model_input: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if probabilities:
+            final, final_input = _final_step(self.estimator, model_input)
+            return np.asarray(final.predict(final_input)), np.asarray(
+                final.predict_proba(final_input), dtype=np.float64
+            )
+        return np.asarray(self.estimator.predict(model_input)), None
+
     def predict(self, header: dict[str, Any], arrays: list[np.ndarray], out: list[np.ndarray]) -> dict[str, Any]:
         if self.estimator is None:
             raise ValueError("predict before load")
-        rows = header["rows"]
-        columns = {name: _column(v) for name, v in protocol.unpack_columns(header["columns"], arrays, rows).items()}
-        if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
-            (model_input,) = columns.values()
-        else:
-            model_input = assemble(columns, list(columns), header.get("frame"), self.categorical)
-        estimator = self.estimator
+        columns = self._columns(header, arrays)
+        asked = header.get("engine", "auto")
+        feed = None
+        if asked in ("auto", "onnx") and self.engine is not None:
+            feed = self.engine.feed(columns)
+            if feed is None and asked == "onnx":
+                raise _Failed(
+                    "failed",
+                    ValueError("the ONNX engine does not take missing values: ask for engine 'auto' or 'sklearn'"),
+                )
+        elif asked == "onnx":
+            raise ValueError("this runner has no ONNX engine")
+        keys = None
         try:
-            if header.get("probabilities"):
-                final, final_input = _final_step(estimator, model_input)
-                predictions = np.asarray(final.predict(final_input))
-                proba = np.asarray(final.predict_proba(final_input), dtype=np.float64)
-                keys = [str(c) for c in np.asarray(final.classes_).tolist()]
+            if feed is not None:
+                assert self.engine is not None
+                engine = "onnx"
+                predictions, proba = self.engine.run(feed)
+                if not header.get("probabilities"):
+                    proba = None
             else:
-                predictions = np.asarray(estimator.predict(model_input))
-                proba, keys = None, None
+                engine = "sklearn"
+                predictions, proba = self._sklearn(
+                    self._model_input(columns, header.get("frame")), bool(header.get("probabilities"))
+                )
+            if proba is not None:
+                keys = [str(c) for c in np.asarray(_last_step(self.estimator).classes_).tolist()]
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - the model's code, not ours: report it narrowly
             raise _Failed("failed", exc) from None
-        reply: dict[str, Any] = {"ok": True, "predictions": protocol.pack_values(predictions, out)}
+        reply: dict[str, Any] = {"ok": True, "engine": engine, "predictions": protocol.pack_values(predictions, out)}
         if proba is not None:
             if proba.ndim != 2 or proba.shape[0] != len(predictions) or proba.shape[1] != len(keys or ()):
                 raise _Failed("failed", ValueError("predict_proba's shape does not match the classes"))
@@ -282,6 +359,14 @@ def assemble(
     if len(typed) == 1 or len({a.dtype for a in typed}) == 1:
         return np.column_stack(typed)
     return np.column_stack([a.astype(object) for a in typed])
+
+
+def _last_step(estimator: Any) -> Any:
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(estimator, Pipeline):
+        estimator = estimator.steps[-1][1]
+    return estimator
 
 
 def _final_step(estimator: Any, model_input: Any) -> tuple[Any, Any]:

@@ -1,0 +1,180 @@
+"""The backend engine (API v1.1): versions compiled to ONNX at upload, verified, and served by
+onnxruntime in their runner; `engine` in the request and in every answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from serving.api.context import runtime
+from tests.estimators.fixture_models import PickyRegressor
+from tests.support import upload
+
+# Uploads, versions and the store meet the database: both databases.
+pytestmark = pytest.mark.postgresql
+
+PROBABILITY_TOLERANCE = 1e-5
+
+
+def _frame(rows: int = 300, features: int = 10, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(rng.normal(size=(rows, features)), columns=[f"f{i}" for i in range(features)])
+
+
+@pytest.fixture(scope="module")
+def numeric_pipeline() -> Any:
+    frame = _frame()
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, (frame.f0 + frame.f1 > 0).astype(int))
+
+
+@pytest.fixture(scope="module")
+def forest() -> Any:
+    """An odd number of fully grown trees: no row's vote is a tie (which the graph may break another way)."""
+    frame = _frame(features=4, seed=1)
+    return RandomForestClassifier(n_estimators=21, random_state=0).fit(frame, (frame.f0 * frame.f1 > 0).astype(int))
+
+
+@pytest.fixture(scope="module")
+def linear() -> Any:
+    frame = _frame(features=3, seed=2)
+    return LinearRegression().fit(frame, 3 * frame.f0 - 2 * frame.f1 + 0.5 * frame.f2 + 1)
+
+
+CREDIT_ROWS = pd.DataFrame(
+    {
+        "age": [25, 35, 52, 61, 44],
+        "income": [21000.0, 42000.0, 61000.0, 88000.0, 35000.0],
+        "gender": ["female", "male", "female", "male", "male"],
+        "region": ["north", "south", "east", "north", "east"],
+    }
+)
+
+
+def _models(request: pytest.FixtureRequest) -> dict[str, tuple[Any, pd.DataFrame]]:
+    return {
+        "numeric": (request.getfixturevalue("numeric_pipeline"), _frame(50, seed=9)),
+        "credit": (request.getfixturevalue("credit_pipeline"), CREDIT_ROWS),
+        "forest": (request.getfixturevalue("forest"), _frame(50, 4, seed=8)),
+        "linear": (request.getfixturevalue("linear"), _frame(50, 3, seed=7)),
+    }
+
+
+@pytest.mark.parametrize("name", ["numeric", "credit", "forest", "linear"])
+def test_a_model_that_converts_is_compiled_and_answers_as_itself(
+    client: Any, request: pytest.FixtureRequest, name: str
+) -> None:
+    model, rows = _models(request)[name]
+    created = upload(client, name, model)
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn", "onnx"], created.json["engine_detail"]
+    assert created.json["engine_detail"] is None
+    assert client.get(f"/api/models/{name}/versions/1").json["engines"] == ["sklearn", "onnx"]
+
+    classifier = hasattr(model, "predict_proba")
+    answers = {}
+    for engine in ("onnx", "sklearn", "auto"):
+        body = {"data": rows.to_dict("records"), "engine": engine, "return_probabilities": classifier}
+        r = client.post(f"/api/models/{name}/versions/1/predict", json=body)
+        assert r.status_code == 200, r.json
+        assert r.json["engine"] == ("onnx" if engine == "auto" else engine)
+        answers[engine] = r.json
+    own = model.predict(rows)
+    for engine, answer in answers.items():
+        if classifier:
+            assert answer["predictions"] == own.tolist(), engine
+            proba = np.array([[p[str(c)] for c in model.classes_] for p in answer["probabilities"]])
+            np.testing.assert_allclose(proba, model.predict_proba(rows), rtol=0, atol=PROBABILITY_TOLERANCE)
+        else:
+            np.testing.assert_allclose(answer["predictions"], own, rtol=1e-5)
+    assert answers["sklearn"]["predictions"] == own.tolist()  # the model's own code, to the bit
+
+
+def test_the_other_predict_routes_and_whatif_say_which_engine_answered(client: Any, credit_pipeline: Any) -> None:
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    row = CREDIT_ROWS.iloc[0].to_dict()
+    row["age"] = int(row["age"])
+    calls: list[tuple[str, dict[str, Any], str]] = [
+        ("/api/predict", {"model": "credit", "data": row}, "onnx"),
+        ("/api", {"data": row, "engine": "sklearn"}, "sklearn"),
+        ("/api/models/credit/predict", {"data": row, "engine": "onnx"}, "onnx"),
+    ]
+    for path, body, answered in calls:
+        r = client.post(path, json=body)
+        assert r.status_code == 200, r.json
+        assert r.json["engine"] == answered
+    for engine in ("auto", "sklearn", "onnx"):
+        r = client.post("/api/models/credit/whatif", json={"data": row, "engine": engine})
+        assert r.status_code == 200, r.json
+        assert r.json["engine"] == ("onnx" if engine == "auto" else engine)
+    # the same sweep, both engines: the same labels, scores within the tolerance
+    onnx, sklearn = (
+        client.post("/api/models/credit/whatif", json={"data": row, "engine": e}).json for e in ("onnx", "sklearn")
+    )
+    for a, b in zip(onnx["features"], sklearn["features"], strict=True):
+        assert a["predictions"] == b["predictions"]
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=PROBABILITY_TOLERANCE)
+
+
+def test_an_unknown_engine_is_422(client: Any, credit_pipeline: Any) -> None:
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    r = client.post(
+        "/api/models/credit/predict", json={"data": CREDIT_ROWS.iloc[:1].to_dict("records"), "engine": "tf"}
+    )
+    assert r.status_code == 422, r.json
+    assert "engine" in str(r.json["errors"]), r.json
+
+
+def test_a_model_that_does_not_convert_serves_with_sklearn_and_says_why(make_app: Any) -> None:
+    client = make_app(trusted_modules=("tests",)).test_client()
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    created = upload(client, "picky", PickyRegressor().fit(frame, [1.0, 2.0, 3.0]), {"example": {"x": 2.0}})
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn"]
+    assert "skl2onnx" in created.json["engine_detail"], created.json["engine_detail"]
+    auto = client.post("/api/models/picky/predict", json={"data": {"x": 2.0}})
+    assert auto.status_code == 200 and auto.json["engine"] == "sklearn"
+    r = client.post("/api/models/picky/predict", json={"data": {"x": 2.0}, "engine": "onnx"})
+    assert r.status_code == 422, r.json
+    assert "no onnx engine" in r.json["message"]
+    r = client.post("/api/models/picky/whatif", json={"data": {"x": 2.0}, "engine": "onnx"})
+    assert r.status_code == 422, r.json
+
+
+def test_a_fresh_runner_opens_the_stored_graph(app: Any, credit_pipeline: Any) -> None:
+    """A worker that did not upload the version (its runner gone) loads the graph from the store."""
+    client = app.test_client()
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    with app.app_context():
+        runtime().runners.close()  # every runner killed: the next request starts and loads one
+    row = {"age": 35, "income": 42000.0, "gender": "male", "region": "north"}
+    r = client.post("/api/models/credit/predict", json={"data": row, "engine": "onnx", "return_probabilities": True})
+    assert r.status_code == 200, r.json
+    assert r.json["engine"] == "onnx"
+    assert r.json["predictions"] == credit_pipeline.predict(pd.DataFrame([row])).tolist()
+
+
+def test_one_row_timing(client: Any, numeric_pipeline: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not an assertion: the figures for whoever reads the report (pytest -s)."""
+    assert upload(client, "numeric", numeric_pipeline).status_code == 201
+    row = _frame(1, seed=3).iloc[0].to_dict()
+    figures = {}
+    for engine in ("sklearn", "onnx"):
+        body = {"data": row, "engine": engine, "return_probabilities": True}
+        for _ in range(20):
+            client.post("/api/models/numeric/predict", json=body)
+        started = time.perf_counter()
+        for _ in range(200):
+            client.post("/api/models/numeric/predict", json=body)
+        figures[engine] = (time.perf_counter() - started) / 200 * 1e3
+    with capsys.disabled():
+        print(
+            f"\none-row predict through the test client: {', '.join(f'{e} {ms:.3f} ms' for e, ms in figures.items())}"
+        )
