@@ -109,7 +109,7 @@ def graphs(settings: Settings, store: ArtifactStore, *where: Any) -> set[str]:
     try:
         with engine.connect() as conn:
             found = conn.execute(select(ModelVersion.onnx_sha256).where(ModelVersion.onnx_sha256.is_not(None), *where))
-            return {rel(store, sha256) for (sha256,) in found}
+            return {rel(store, sha256) for (sha256,) in found if sha256 is not None}
     finally:
         engine.dispose()
 
