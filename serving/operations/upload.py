@@ -219,16 +219,16 @@ def _compile(
     """Compile the upload to ONNX in its runner, verified on the example, the smoke row and rows
     drawn from the schema: (the graph, None), or (None, why the version serves with scikit-learn only)."""
     inputs = rt.compile_inputs(name, None, features, runner.facts)
-    batches = []
+    batches = [inputs.check(example)] if example is not None else []  # checked by _try_example already
+    batches.append(inputs.check(smoke_row(features)))
     samples = verification_rows(features, VERIFICATION_ROWS)
-    for data in (example, smoke_row(features), samples):
-        if data is None:
-            continue
+    size = max(1, inputs.max_rows)  # batches no larger than a client may send (MAAS_MAX_BATCH_ROWS)
+    for start in range(0, len(samples), size):
+        chunk = samples[start : start + size]
         try:
-            batches.append(inputs.check(data))
-        except (InvalidRows, TooManyRows):  # a drawn row the schema refuses: never sent by a client either
-            if data is samples:
-                batches.extend(_checked_rows(inputs, samples))
+            batches.append(inputs.check(chunk))
+        except InvalidRows:  # a drawn row the schema refuses: never sent by a client either
+            batches.extend(_checked_rows(inputs, chunk))
     try:
         return runner.compile(features, batches, inputs.column_names)
     except PredictionFailed as exc:  # our converter's code raised in the runner: no graph, say so
@@ -241,7 +241,7 @@ def _checked_rows(inputs: Any, records: list[dict[str, Any]]) -> list[tuple[dict
     for record in records:
         try:
             inputs.check([record])
-        except (InvalidRows, TooManyRows):
+        except InvalidRows:
             continue
         kept.append(record)
     return [inputs.check(kept)] if kept else []

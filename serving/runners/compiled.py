@@ -186,35 +186,37 @@ def compile_model(
     names = [f["name"] for f in features]
     expected: list[Any] = []  # the model's own answers, computed once a graph is there to compare
     attempts: list[str] = []
-    for layout in ("columns", "matrix"):
-        if layout == "matrix" and any(f["type"] == "string" for f in features):
+    strings = any(f["type"] == "string" for f in features)
+    # Integers and booleans first as numbers (what scikit-learn computes with), then as themselves.
+    widths = (True, False) if any(f["type"] in ("integer", "boolean") for f in features) else (True,)
+    tries = [("columns", numeric, widen) for numeric in _NUMERIC_TYPES for widen in widths]
+    tries += [] if strings else [("matrix", numeric, True) for numeric in _NUMERIC_TYPES]
+    for layout, numeric, widen in tries:
+        try:
+            data = _convert(estimator, features, layout, numeric, probabilities, widen)
+        except NotCompiled as exc:
+            attempts.append(str(exc))
             continue
-        for numeric in _NUMERIC_TYPES:
-            try:
-                data = _convert(estimator, features, layout, numeric, probabilities)
-            except NotCompiled as exc:
-                attempts.append(str(exc))
-                continue
-            try:
-                engine = Engine.from_session(open_session(data), names, classifier)
-            except GraphRefused as exc:
-                attempts.append(f"the compiled graph is refused: {exc}")
-                continue
-            except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
-                attempts.append(f"onnxruntime cannot open the compiled graph ({type(exc).__name__})")
-                continue
-            if not expected:
-                for model_input, _ in batches:
-                    try:
-                        expected.append(predict_sklearn(model_input, probabilities))
-                    except Exception as exc:  # noqa: BLE001 - the model's own code
-                        raise NotCompiled(
-                            f"the model cannot predict the verification rows ({type(exc).__name__})"
-                        ) from None
-            mismatch = _verify(engine, batches, expected)
-            if mismatch is None:
-                return data, engine
-            attempts.append(f"with {numeric} inputs, {mismatch}")
+        try:
+            engine = Engine.from_session(open_session(data), names, classifier)
+        except GraphRefused as exc:
+            attempts.append(f"the compiled graph is refused: {exc}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            attempts.append(f"onnxruntime cannot open the compiled graph ({type(exc).__name__})")
+            continue
+        if not expected:
+            for model_input, _ in batches:
+                try:
+                    expected.append(predict_sklearn(model_input, probabilities))
+                except Exception as exc:  # noqa: BLE001 - the model's own code
+                    raise NotCompiled(
+                        f"the model cannot predict the verification rows ({type(exc).__name__})"
+                    ) from None
+        mismatch = _verify(engine, batches, expected)
+        if mismatch is None:
+            return data, engine
+        attempts.append(f"with {numeric} inputs, {mismatch}")
     if not attempts:
         raise NotCompiled("no input layout fits the model")
     raise NotCompiled(attempts[-1] if len(set(attempts)) == 1 else "; ".join(dict.fromkeys(attempts))[:1000])
@@ -230,7 +232,7 @@ def _unsupported(estimator: Any) -> str | None:
 
 
 def _convert(
-    estimator: Any, features: Sequence[dict[str, Any]], layout: str, numeric: str, probabilities: bool
+    estimator: Any, features: Sequence[dict[str, Any]], layout: str, numeric: str, probabilities: bool, widen: bool
 ) -> bytes:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import (
@@ -246,6 +248,8 @@ def _convert(
         initial_types = [("X", number([None, len(features)]))]
     else:
         kinds = {"number": number, "integer": Int64TensorType, "string": StringTensorType, "boolean": BooleanTensorType}
+        if widen:
+            kinds.update(integer=number, boolean=number)
         initial_types = [(f["name"], kinds[f["type"]]([None, 1])) for f in features]
     options = None
     if probabilities:  # as one tensor, not a list of maps
