@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -121,6 +122,38 @@ def test_the_other_predict_routes_and_whatif_say_which_engine_answered(client: A
     for a, b in zip(onnx["features"], sklearn["features"], strict=True):
         assert a["predictions"] == b["predictions"]
         np.testing.assert_allclose(a["scores"], b["scores"], atol=PROBABILITY_TOLERANCE)
+
+
+def test_a_csv_body_names_its_engine_in_the_query(client: Any, credit_pipeline: Any) -> None:
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    sent = CREDIT_ROWS.to_csv(index=False)
+    for engine in ("sklearn", "onnx"):
+        r = client.post(f"/api/models/credit/predict?engine={engine}", data=sent, content_type="text/csv")
+        assert r.status_code == 200, r.json
+        assert r.json["engine"] == engine
+        assert r.json["predictions"] == credit_pipeline.predict(CREDIT_ROWS).tolist()
+    r = client.post("/api/models/credit/predict?engine=fast", data=sent, content_type="text/csv")
+    assert r.status_code == 422, r.json
+
+
+def test_rows_with_missing_values_go_to_sklearn(client: Any) -> None:
+    """The graph is verified on complete rows only: a missing value is the model's own code's
+    business (auto), and a request that insists on onnx is told so."""
+    frame = _frame(200, 2, seed=4)
+    model = make_pipeline(SimpleImputer(), LogisticRegression()).fit(frame, (frame.f0 > 0).astype(int))
+    schema = [{"name": "f0", "type": "number", "required": False}, {"name": "f1", "type": "number"}]
+    created = upload(client, "imputed", model, {"features": schema})
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn", "onnx"], created.json["engine_detail"]
+    complete, missing = {"f0": 0.5, "f1": 1.0}, {"f0": None, "f1": 1.0}
+    assert client.post("/api/models/imputed/predict", json={"data": complete}).json["engine"] == "onnx"
+    r = client.post("/api/models/imputed/predict", json={"data": missing})
+    assert r.status_code == 200, r.json
+    assert r.json["engine"] == "sklearn"
+    assert r.json["predictions"] == model.predict(pd.DataFrame([{"f0": np.nan, "f1": 1.0}])).tolist()
+    r = client.post("/api/models/imputed/predict", json={"data": missing, "engine": "onnx"})
+    assert r.status_code == 422, r.json
+    assert "missing values" in r.json["message"]
 
 
 def test_an_unknown_engine_is_422(client: Any, credit_pipeline: Any) -> None:

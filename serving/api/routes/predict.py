@@ -68,7 +68,13 @@ CSV_DOC = {
             "name": "return_probabilities",
             "schema": {"type": "boolean", "default": False},
             "description": "For a CSV body: also answer the class probabilities (a JSON body says it in the body)",
-        }
+        },
+        {
+            "in": "query",
+            "name": "engine",
+            "schema": {"type": "string", "enum": ["auto", "sklearn", "onnx"], "default": "auto"},
+            "description": "For a CSV body: the backend engine (a JSON body says it in the body)",
+        },
     ],
     "responses": {
         "200": {
