@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -229,10 +230,17 @@ def _compile(
             batches.append(inputs.check(chunk))
         except InvalidRows:  # a drawn row the schema refuses: never sent by a client either
             batches.extend(_checked_rows(inputs, chunk))
+    started = time.perf_counter()
     try:
-        return runner.compile(features, batches, inputs.column_names)
+        graph, detail = runner.compile(features, batches, inputs.column_names)
     except PredictionFailed as exc:  # our converter's code raised in the runner: no graph, say so
-        return None, f"compiling failed: {exc.message}"[:1000]
+        graph, detail = None, f"compiling failed: {exc.message}"[:1000]
+    took = (time.perf_counter() - started) * 1e3
+    if graph is not None:
+        log.info("compiled the upload of %s to ONNX (%d bytes) in %.0f ms", name, len(graph), took)
+    else:
+        log.info("the upload of %s serves with scikit-learn only (%.0f ms): %s", name, took, detail)
+    return graph, detail
 
 
 def _checked_rows(inputs: Any, records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:

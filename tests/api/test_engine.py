@@ -98,6 +98,23 @@ def test_a_model_that_converts_is_compiled_and_answers_as_itself(
     assert answers["sklearn"]["predictions"] == own.tolist()  # the model's own code, to the bit
 
 
+def test_a_model_fitted_on_an_array_is_compiled_with_one_matrix_input(client: Any, numpy_model: Any) -> None:
+    created = upload(client, "plain", numpy_model, {"features": "positional"})
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn", "onnx"], created.json["engine_detail"]
+    rows = np.random.default_rng(5).normal(size=(20, 3))
+    answers = [
+        client.post(
+            "/api/models/plain/predict", json={"data": rows.tolist(), "engine": e, "return_probabilities": True}
+        ).json
+        for e in ("onnx", "sklearn")
+    ]
+    for answer in answers:
+        assert answer["predictions"] == numpy_model.predict(rows).tolist()
+        proba = np.array([[p["0"], p["1"]] for p in answer["probabilities"]])
+        np.testing.assert_allclose(proba, numpy_model.predict_proba(rows), rtol=0, atol=PROBABILITY_TOLERANCE)
+
+
 def test_the_other_predict_routes_and_whatif_say_which_engine_answered(client: Any, credit_pipeline: Any) -> None:
     assert upload(client, "credit", credit_pipeline).status_code == 201
     row = CREDIT_ROWS.iloc[0].to_dict()
@@ -194,11 +211,19 @@ def test_a_fresh_runner_opens_the_stored_graph(app: Any, credit_pipeline: Any) -
     assert r.json["predictions"] == credit_pipeline.predict(pd.DataFrame([row])).tolist()
 
 
-def test_one_row_timing(client: Any, numeric_pipeline: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    """Not an assertion: the figures for whoever reads the report (pytest -s)."""
+def test_one_row_timing(app: Any, numeric_pipeline: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not an assertion: the figures for whoever reads the report (pytest -s): one row through the
+    test client, and through the runner alone (the protocol's round trip and the model call)."""
+    client = app.test_client()
     assert upload(client, "numeric", numeric_pipeline).status_code == 201
     row = _frame(1, seed=3).iloc[0].to_dict()
     figures = {}
+    with app.app_context():
+        rt = runtime()
+        ref = rt.resolve("numeric", "latest")
+        runner = rt.runner(ref)
+        inputs = rt.input_schema(ref, runner.facts)
+        columns, rows = inputs.check(row)
     for engine in ("sklearn", "onnx"):
         body = {"data": row, "engine": engine, "return_probabilities": True}
         for _ in range(20):
@@ -206,8 +231,10 @@ def test_one_row_timing(client: Any, numeric_pipeline: Any, capsys: pytest.Captu
         started = time.perf_counter()
         for _ in range(200):
             client.post("/api/models/numeric/predict", json=body)
-        figures[engine] = (time.perf_counter() - started) / 200 * 1e3
+        figures[f"route {engine}"] = (time.perf_counter() - started) / 200 * 1e3
+        started = time.perf_counter()
+        for _ in range(200):
+            runner.predict(columns, rows, inputs.column_names, True, engine)
+        figures[f"runner {engine}"] = (time.perf_counter() - started) / 200 * 1e3
     with capsys.disabled():
-        print(
-            f"\none-row predict through the test client: {', '.join(f'{e} {ms:.3f} ms' for e, ms in figures.items())}"
-        )
+        print("\none row, ms: " + ", ".join(f"{what} {ms:.3f}" for what, ms in figures.items()))
