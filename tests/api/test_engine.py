@@ -198,6 +198,20 @@ def test_a_model_that_does_not_convert_serves_with_sklearn_and_says_why(make_app
     assert r.status_code == 422, r.json
 
 
+def test_lightgbm_is_not_compiled_yet_and_says_so(make_app: Any) -> None:
+    lightgbm = pytest.importorskip("lightgbm")
+    frame = _frame(200, 3, seed=6)
+    model = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1, random_state=0).fit(frame, (frame.f0 > 0).astype(int))
+    client = make_app(trusted_modules=("lightgbm",)).test_client()
+    created = upload(client, "boosted", model)
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn"]
+    assert created.json["engine_detail"] == "LGBMClassifier models are not compiled to ONNX yet"
+    r = client.post("/api/models/boosted/predict", json={"data": frame.iloc[:3].to_dict("records")})
+    assert r.status_code == 200 and r.json["engine"] == "sklearn", r.json
+    assert r.json["predictions"] == model.predict(frame.iloc[:3]).tolist()
+
+
 def test_a_fresh_runner_opens_the_stored_graph(app: Any, credit_pipeline: Any) -> None:
     """A worker that did not upload the version (its runner gone) loads the graph from the store."""
     client = app.test_client()
