@@ -142,8 +142,12 @@ class Runtime:
             outcome = "failed"
             started = time.perf_counter()
             try:
-                with self.store.opened(ref.sha256) as file, contextlib.ExitStack() as graph:
-                    runner.load(file, ref.format, graph=self._graph(graph, ref, label))
+                with self.store.opened(ref.sha256) as file, contextlib.ExitStack() as stack:
+                    graph = self._graph(stack, ref, label)
+                    names = self._feature_names(ref) if graph is not None else []
+                    runner.load(file, ref.format, graph=graph, graph_features=names)
+                if graph is not None and "onnx" not in runner.facts["engines"]:
+                    log.warning("%s serves without its ONNX engine: its runner could not open the graph", label)
                 outcome = "ok"
             except ArtifactUnavailable as exc:  # the file: missing, unreadable or damaged
                 self._remember_unavailable(ref.sha256, exc.message)
@@ -172,6 +176,11 @@ class Runtime:
         except ArtifactUnavailable as exc:
             log.warning("%s serves without its ONNX engine: %s", label, exc.message)
             return None
+
+    def _feature_names(self, ref: VersionRef) -> list[str]:
+        """The names of a version's features in order: the inputs of its ONNX graph."""
+        with self.db.read() as session:
+            return [f.name for f in service.get_features(session, ref.id)]
 
     def _known_unavailable(self, sha256: str) -> str | None:
         if self._unavailable is None:

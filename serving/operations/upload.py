@@ -231,10 +231,15 @@ def _compile(
         except InvalidRows:  # a drawn row the schema refuses: never sent by a client either
             batches.extend(_checked_rows(inputs, chunk))
     started = time.perf_counter()
+    graph: bytes | None
     try:
         graph, detail = runner.compile(features, batches, inputs.column_names)
     except PredictionFailed as exc:  # our converter's code raised in the runner: no graph, say so
         graph, detail = None, f"compiling failed: {exc.message}"[:1000]
+    limit = rt.settings.model_bytes_limit
+    if graph is not None and len(graph) > limit:  # no runner would open it
+        detail = f"the compiled graph ({len(graph)} bytes) is larger than MAAS_MAX_MODEL_BYTES"
+        graph = None
     took = (time.perf_counter() - started) * 1e3
     if graph is not None:
         log.info("compiled the upload of %s to ONNX (%d bytes) in %.0f ms", name, len(graph), took)

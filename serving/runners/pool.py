@@ -169,14 +169,16 @@ class Runner:
         schema: str | None = None,
         features: Sequence[FeatureSpec] | None = None,
         graph: BinaryIO | None = None,
+        graph_features: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Load the artifact in `file` (opened and verified by the caller) in this runner.
 
         `schema`: None, "infer", "positional" (x0, x1, ... for a model fitted without feature names)
         or "declared" (then `features` is checked against the model).
         `graph`: the version's verified ONNX file (opened and verified by the caller too), for the
-        runner's ONNX engine. Returns the runner's answer: "facts" about the model and, when asked,
-        "features" (the contract's JSON, unchecked: the caller checks it).
+        runner's ONNX engine, and `graph_features` the names of the version's features in order.
+        Returns the runner's answer: "facts" about the model and, when asked, "features" (the
+        contract's JSON, unchecked: the caller checks it).
         """
         header = {
             "op": "load",
@@ -185,7 +187,7 @@ class Runner:
             "features": [f.to_json() for f in features] if features is not None else None,
             "trusted_modules": list(self.limits.trusted_modules),
             "max_model_bytes": self.limits.max_model_bytes,
-            "onnx": graph is not None,
+            "onnx": list(graph_features) if graph is not None else None,
         }
         fds = [file.fileno()] if graph is None else [file.fileno(), graph.fileno()]
         try:

@@ -150,7 +150,10 @@ class _State:
         )
         from model_store.loader import load_artifact
 
-        with_graph = header.get("onnx") is True
+        graph_features = header.get("onnx")  # the schema's feature names, in order, with a graph
+        if not (isinstance(graph_features, list) and all(isinstance(n, str) for n in graph_features)):
+            graph_features = None
+        with_graph = graph_features is not None
         if self.estimator is not None or len(fds) != (2 if with_graph else 1):
             raise ValueError("a runner loads exactly one artifact (and its graph), each handed over as a descriptor")
         with os.fdopen(os.dup(fds[0]), "rb") as file:
@@ -189,8 +192,8 @@ class _State:
         self.estimator = estimator
         self.documents = documents
         self.categorical = categorical
-        if with_graph:
-            self._open_graph(fds[1], header.get("max_model_bytes"), features, feature_names)
+        if graph_features is not None:
+            self._open_graph(fds[1], header.get("max_model_bytes"), graph_features)
         return {
             "ok": True,
             "facts": {
@@ -210,21 +213,24 @@ class _State:
     def engines(self) -> list[str]:
         return ["sklearn", "onnx"] if self.engine is not None else ["sklearn"]
 
-    def _open_graph(self, fd: int, limit: Any, features: Any, feature_names: list[str] | None) -> None:
-        """Open the version's verified graph (handed over by the web worker with the artifact)."""
+    def _open_graph(self, fd: int, limit: Any, names: list[str]) -> None:
+        """Open the version's verified graph (handed over by the web worker with the artifact);
+        a graph that is refused or does not open leaves the runner with scikit-learn only (its
+        facts say so), not without its model."""
         limit = limit if type(limit) is int and limit > 0 else MAX_REQUEST_BYTES
-        with os.fdopen(os.dup(fd), "rb") as file:
-            if os.fstat(file.fileno()).st_size > limit:
-                raise InvalidArtifact("The version's ONNX graph is larger than MAAS_MAX_MODEL_BYTES.")
-            data = file.read()
-        names = [f.name for f in features] if features is not None else feature_names
         try:
+            with os.fdopen(os.dup(fd), "rb") as file:
+                if os.fstat(file.fileno()).st_size > limit:
+                    raise compiled.GraphRefused("it is larger than MAAS_MAX_MODEL_BYTES")
+                data = file.read()
             session = compiled.open_session(data)
-            self.engine = compiled.Engine.from_session(session, names or [], hasattr(self.estimator, "classes_"))
+            self.engine = compiled.Engine.from_session(session, names, hasattr(self.estimator, "classes_"))
+        except MemoryError:
+            raise
         except compiled.GraphRefused as exc:
-            raise InvalidArtifact(f"The version's ONNX graph is refused: {exc}.") from None
+            self.engine, self.engine_detail = None, f"its ONNX graph is refused: {exc}"
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
-            raise InvalidArtifact(f"The version's ONNX graph cannot be opened ({_exception_name(exc)}).") from None
+            self.engine, self.engine_detail = None, f"its ONNX graph cannot be opened ({_exception_name(exc)})"
 
     # -- compile (at upload) -------------------------------------------------------------------
     def compile(self, header: dict[str, Any], arrays: list[np.ndarray], out: list[np.ndarray]) -> dict[str, Any]:

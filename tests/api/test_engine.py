@@ -212,10 +212,12 @@ def test_lightgbm_is_not_compiled_yet_and_says_so(make_app: Any) -> None:
     assert r.json["predictions"] == model.predict(frame.iloc[:3]).tolist()
 
 
-def test_a_fresh_runner_opens_the_stored_graph(app: Any, credit_pipeline: Any) -> None:
-    """A worker that did not upload the version (its runner gone) loads the graph from the store."""
+def test_a_fresh_runner_opens_the_stored_graph(app: Any, credit_pipeline: Any, numpy_model: Any) -> None:
+    """A worker that did not upload the version (its runner gone) loads the graph from the store,
+    its inputs named by the version's schema (x0, x1, ... for a model fitted on an array)."""
     client = app.test_client()
     assert upload(client, "credit", credit_pipeline).status_code == 201
+    assert upload(client, "plain", numpy_model, {"features": "positional"}).status_code == 201
     with app.app_context():
         runtime().runners.close()  # every runner killed: the next request starts and loads one
     row = {"age": 35, "income": 42000.0, "gender": "male", "region": "north"}
@@ -223,6 +225,44 @@ def test_a_fresh_runner_opens_the_stored_graph(app: Any, credit_pipeline: Any) -
     assert r.status_code == 200, r.json
     assert r.json["engine"] == "onnx"
     assert r.json["predictions"] == credit_pipeline.predict(pd.DataFrame([row])).tolist()
+    rows = [[0.5, -1.25, 2.0], [-0.75, 1.5, 0.0]]
+    r = client.post("/api/models/plain/predict", json={"data": rows, "engine": "onnx"})
+    assert r.status_code == 200, r.json
+    assert r.json["predictions"] == numpy_model.predict(np.array(rows)).tolist()
+
+
+def test_a_graph_the_runner_refuses_leaves_the_version_on_sklearn(
+    app: Any, credit_pipeline: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored graph that does not pass the runner's check (here: replaced behind the store's
+    back, with its sha256 recorded to match) costs the version its ONNX engine, not its service."""
+    import hashlib
+
+    from onnx import helper
+
+    from registry.models import ModelVersion
+
+    client = app.test_client()
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    hostile = helper.make_model(
+        helper.make_graph([helper.make_node("Evil", ["age"], ["label"], domain="custom")], "g", [], []),
+        opset_imports=[helper.make_opsetid("", 18)],
+    ).SerializeToString()
+    with app.app_context():
+        rt = runtime()
+        stored = rt.store.put(__import__("io").BytesIO(hostile))
+        with rt.db.write() as session:
+            version = session.query(ModelVersion).one()
+            version.onnx_sha256 = stored.sha256
+        rt.runners.close()
+    assert stored.sha256 == hashlib.sha256(hostile).hexdigest()
+    row = {"age": 35, "income": 42000.0, "gender": "male", "region": "north"}
+    with caplog.at_level("WARNING"):
+        r = client.post("/api/models/credit/predict", json={"data": row})
+    assert r.status_code == 200, r.json
+    assert r.json["engine"] == "sklearn"
+    assert "serves without its ONNX engine" in caplog.text
+    assert client.post("/api/models/credit/predict", json={"data": row, "engine": "onnx"}).status_code == 422
 
 
 def test_one_row_timing(app: Any, numeric_pipeline: Any, capsys: pytest.CaptureFixture[str]) -> None:
