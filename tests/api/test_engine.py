@@ -198,6 +198,22 @@ def test_a_model_that_does_not_convert_serves_with_sklearn_and_says_why(make_app
     assert r.status_code == 422, r.json
 
 
+def test_a_text_pipeline_whose_graph_needs_other_operators_serves_with_sklearn(client: Any) -> None:
+    """skl2onnx tokenizes with an operator of the com.microsoft domain: the runner's check refuses
+    the graph at upload already, and the version says so."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    reviews = ["great food and friendly staff", "cold soup, rude waiter", "lovely evening", "never again, awful"]
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(reviews, [1, 0, 1, 0])
+    created = upload(client, "text", model, {"features": [{"name": "review", "type": "string"}]})
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn"]
+    assert "refused" in created.json["engine_detail"] and "com.microsoft" in created.json["engine_detail"]
+    r = client.post("/api/models/text/predict", json={"data": {"review": reviews[0]}})
+    assert r.status_code == 200 and r.json["engine"] == "sklearn", r.json
+    assert r.json["predictions"] == model.predict([reviews[0]]).tolist()
+
+
 def test_lightgbm_is_not_compiled_yet_and_says_so(make_app: Any) -> None:
     lightgbm = pytest.importorskip("lightgbm")
     frame = _frame(200, 3, seed=6)
