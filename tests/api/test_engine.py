@@ -141,6 +141,28 @@ def test_the_other_predict_routes_and_whatif_say_which_engine_answered(client: A
         np.testing.assert_allclose(a["scores"], b["scores"], atol=PROBABILITY_TOLERANCE)
 
 
+def test_v2_infer_names_its_engine_in_the_parameters(client: Any, credit_pipeline: Any) -> None:
+    assert upload(client, "credit", credit_pipeline).status_code == 201
+    inputs = [
+        {"name": "age", "shape": [2], "datatype": "INT64", "data": [35, 52]},
+        {"name": "income", "shape": [2], "datatype": "FP64", "data": [42000.0, 61000.0]},
+        {"name": "gender", "shape": [2], "datatype": "BYTES", "data": ["male", "female"]},
+        {"name": "region", "shape": [2], "datatype": "BYTES", "data": ["north", "east"]},
+    ]
+    frame = pd.DataFrame({i["name"]: i["data"] for i in inputs})
+    for asked, answered in [(None, "onnx"), ("auto", "onnx"), ("sklearn", "sklearn"), ("onnx", "onnx")]:
+        body: dict[str, Any] = {"inputs": inputs}
+        if asked is not None:
+            body["parameters"] = {"engine": asked}
+        r = client.post("/v2/models/credit/infer", json=body)
+        assert r.status_code == 200, r.json
+        assert r.json["parameters"] == {"engine": answered}
+        assert r.json["outputs"][0]["data"] == credit_pipeline.predict(frame).tolist()
+    r = client.post("/v2/models/credit/infer", json={"inputs": inputs, "parameters": {"engine": "gpu"}})
+    assert r.status_code in (400, 422), r.json
+    assert "engine" in str(r.json), r.json
+
+
 def test_a_csv_body_names_its_engine_in_the_query(client: Any, credit_pipeline: Any) -> None:
     assert upload(client, "credit", credit_pipeline).status_code == 201
     sent = CREDIT_ROWS.to_csv(index=False)
@@ -196,6 +218,10 @@ def test_a_model_that_does_not_convert_serves_with_sklearn_and_says_why(make_app
     assert "no onnx engine" in r.json["message"]
     r = client.post("/api/models/picky/whatif", json={"data": {"x": 2.0}, "engine": "onnx"})
     assert r.status_code == 422, r.json
+    v2 = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [2.0]}], "parameters": {"engine": "onnx"}}
+    r = client.post("/v2/models/picky/infer", json=v2)
+    assert r.status_code == 422, r.json
+    assert "no onnx engine" in r.json["error"], r.json
 
 
 def test_a_text_pipeline_whose_graph_needs_other_operators_serves_with_sklearn(client: Any) -> None:
