@@ -144,8 +144,10 @@ class Runtime:
             try:
                 with self.store.opened(ref.sha256) as file, contextlib.ExitStack() as stack:
                     graph = self._graph(stack, ref, label)
-                    names = self._feature_names(ref) if graph is not None else []
-                    runner.load(file, ref.format, graph=graph, graph_features=names)
+                    names = self._feature_names(ref, label) if graph is not None else None
+                    if names is None:
+                        graph = None
+                    runner.load(file, ref.format, graph=graph, graph_features=names or ())
                 if graph is not None and "onnx" not in runner.facts["engines"]:
                     log.warning("%s serves without its ONNX engine: its runner could not open the graph", label)
                 outcome = "ok"
@@ -177,10 +179,22 @@ class Runtime:
             log.warning("%s serves without its ONNX engine: %s", label, exc.message)
             return None
 
-    def _feature_names(self, ref: VersionRef) -> list[str]:
-        """The names of a version's features in order: the inputs of its ONNX graph."""
-        with self.db.read() as session:
-            return [f.name for f in service.get_features(session, ref.id)]
+    def _feature_names(self, ref: VersionRef, label: str) -> list[str] | None:
+        """The names of a version's features in order (the inputs of its ONNX graph): from the
+        worker's compiled schema when it has one, else the database; None while the database is
+        unreachable (the version then serves with scikit-learn: an outage costs it no more)."""
+        with self._inputs_lock:
+            known = self._inputs.get(version_key(ref.model, ref.version, ref.sha256))
+        if known is not None:
+            return [f.name for f in known.features]
+        try:
+            with self.db.read() as session:
+                return [f.name for f in service.get_features(session, ref.id)]
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            log.warning("%s serves without its ONNX engine for now: the database is unreachable", label)
+            return None
 
     def _known_unavailable(self, sha256: str) -> str | None:
         if self._unavailable is None:
