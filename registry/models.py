@@ -121,6 +121,16 @@ class ModelVersion(Base):
     # The upload's `example`: a prediction's `data` value exactly as given (pages pre-fill their
     # forms from it); None when there was none. Stored as SQL NULL, never as JSON 'null'.
     example: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # The version compiled to ONNX at upload and verified against the model: a derived artifact
+    # in the model store (kept by `maas store gc` like the version's own); None when it was not
+    # compiled, and then engine_detail says why (None too for versions recorded before 0007).
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    engine_detail: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def engines(self) -> list[str]:
+        """The engines this version predicts with (API v1.1, "The backend engine")."""
+        return ["sklearn", "onnx"] if self.onnx_sha256 is not None else ["sklearn"]
 
     model: Mapped[RegisteredModel] = relationship(back_populates="versions")
     features: Mapped[list[Feature]] = relationship(

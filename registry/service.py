@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Select, delete, func, inspect, select, update
+from sqlalchemy import Select, delete, func, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -56,6 +56,7 @@ class VersionRef(NamedTuple):
     version: int
     sha256: str
     format: str
+    onnx_sha256: str | None = None  # the version's verified ONNX graph, when it was compiled
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class ArtifactFacts:
     has_predict_proba: bool
     classes: list[Any] | None
     library_versions: dict[str, str]
+    # The version compiled to ONNX at upload (a derived artifact in the store), or why not.
+    onnx_sha256: str | None = None
+    engine_detail: str | None = None
 
 
 T = TypeVar("T")
@@ -222,6 +226,7 @@ def resolve_version_ref(session: Session, name: str, selector: object) -> Versio
                 ModelVersion.version,
                 ModelVersion.sha256,
                 ModelVersion.format,
+                ModelVersion.onnx_sha256,
             )
             .join(RegisteredModel, ModelVersion.model_id == RegisteredModel.id)
             .where(RegisteredModel.name == name)
@@ -364,6 +369,8 @@ def register_version(
         has_predict_proba=artifact.has_predict_proba,
         classes=artifact.classes,
         library_versions=dict(artifact.library_versions),
+        onnx_sha256=artifact.onnx_sha256,
+        engine_detail=artifact.engine_detail,
         tags=dict(tags or {}),
         example=example,
         features=[Feature.from_spec(i, f) for i, f in enumerate(features)],
@@ -644,12 +651,14 @@ def sha256_in_use(session: Session, sha256: str, *, hold_writers: bool = False) 
     """
     if hold_writers:
         _hold_version_writers(session)
-    found = session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1))
+    found = session.scalar(
+        select(ModelVersion.id).where(or_(ModelVersion.sha256 == sha256, ModelVersion.onnx_sha256 == sha256)).limit(1)
+    )
     return found is not None
 
 
 def referenced_sha256s(session: Session, *, hold_writers: bool = False) -> set[str]:
-    """The sha256 of every version's artifact: the files the model store must keep.
+    """The sha256 of every version's artifact and of its ONNX graph: the files the model store must keep.
 
     With `hold_writers`, no transaction can add or delete a version until this session ends,
     so an artifact found unreferenced stays so while the caller removes its file. The caller
@@ -662,7 +671,8 @@ def referenced_sha256s(session: Session, *, hold_writers: bool = False) -> set[s
     """
     if hold_writers:
         _hold_version_writers(session)
-    return set(session.scalars(select(ModelVersion.sha256).distinct()))
+    graphs = session.scalars(select(ModelVersion.onnx_sha256).where(ModelVersion.onnx_sha256.is_not(None)).distinct())
+    return set(session.scalars(select(ModelVersion.sha256).distinct())) | {g for g in graphs if g is not None}
 
 
 def registry_id(session: Session) -> str | None:

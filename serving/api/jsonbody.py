@@ -115,10 +115,14 @@ class StrictJSONParser(FlaskParser):
         return parse_json_body(read_body(req))
 
     def load_json_or_csv(self, req: flask.Request, schema: Any) -> Any:
-        """A JSON body, or a CSV one (text/csv) as {"data": TextTable, "return_probabilities": from the query}."""
+        """A JSON body, or a CSV one (text/csv) as {"data": TextTable, "return_probabilities" and
+        "engine": from the query (the schema checks the engine's word)}."""
         if req.mimetype == CSV_MIMETYPE:
             table = parse_csv(read_body(req), req.mimetype_params.get("charset"))
-            return {"data": table, "return_probabilities": return_probabilities_query(req.args)}
+            body = {"data": table, "return_probabilities": return_probabilities_query(req.args)}
+            if "engine" in req.args:
+                body["engine"] = req.args["engine"]
+            return body
         if req.mimetype and not is_json_mimetype(req.mimetype):
             raise RequestError(415, f"Send the body as application/json or text/csv, not {req.mimetype}.")
         return parse_json_body(read_body(req))

@@ -209,6 +209,10 @@ def bound(value: float | None, kind: str) -> float | int | None:
     return value
 
 
+# The backend engines (API v1.1): what a request may ask for; an answer names one of the last two.
+ENGINE_CHOICES = ("auto", "sklearn", "onnx")
+
+
 class FeatureOutSchema(ma.Schema):
     class Meta:
         ordered = True
@@ -260,6 +264,16 @@ class VersionSchema(VersionSummarySchema):
         allow_none=True,
         required=True,
         metadata={"description": "The upload's `example` (a `data` value) as it was given; null when none was"},
+    )
+    engines = fields.List(
+        fields.String(validate=validate.OneOf(ENGINE_CHOICES[1:])),
+        required=True,
+        metadata={"description": "The engines this version predicts with: `sklearn`, and `onnx` when it was compiled"},
+    )
+    engine_detail = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Why the version has no `onnx` engine (null when it has one, or was never tried)"},
     )
 
 
@@ -406,6 +420,27 @@ def _problem(message: str, name: str, detail: list[str] | dict[str, Any]) -> ma.
     return ma.ValidationError(FieldProblem(message, detail), name)  # type: ignore[arg-type]
 
 
+def engine_field() -> fields.String:
+    return fields.String(
+        load_default="auto",
+        validate=validate.OneOf(ENGINE_CHOICES),
+        metadata={
+            "description": "The backend engine: `sklearn` (the model's own predict/predict_proba), `onnx` (the "
+            "version compiled to ONNX at upload, run by onnxruntime; 422 when the version has none), or `auto` "
+            "(onnx where the version has it)",
+            "enum": list(ENGINE_CHOICES),
+        },
+    )
+
+
+def engine_answered() -> fields.String:
+    return fields.String(
+        required=True,
+        validate=validate.OneOf(ENGINE_CHOICES[1:]),
+        metadata={"description": "The engine that answered", "enum": list(ENGINE_CHOICES[1:])},
+    )
+
+
 class PathPredictSchema(StrictSchema):
     """The rows come in exactly one of three spellings: `data` (this service's own shapes), or
     MLflow's `dataframe_split` / `dataframe_records`; the latter two are loaded as `data` (columns
@@ -434,6 +469,7 @@ class PathPredictSchema(StrictSchema):
         },
     )
     return_probabilities = fields.Boolean(load_default=False)
+    engine = engine_field()
 
     @ma.validates_schema
     def _one_spelling(self, body: dict[str, Any], **_: Any) -> None:
@@ -532,6 +568,7 @@ class WhatIfSchema(StrictSchema):
         allow_none=True,
         metadata={"description": "The class (str(label)) whose probability is the score; default the last class"},
     )
+    engine = engine_field()
 
 
 class FlipSchema(ma.Schema):
@@ -574,6 +611,7 @@ class WhatIfResponseSchema(ma.Schema):
 
     model = fields.String(required=True)
     version = fields.Integer(required=True)
+    engine = engine_answered()
     target = fields.String(allow_none=True, required=True)
     baseline = fields.Nested(BaselineSchema, required=True)
     features = fields.List(
@@ -614,6 +652,7 @@ class PredictResponseSchema(ma.Schema):
 
     model = fields.String(required=True)
     version = fields.Integer(required=True)
+    engine = engine_answered()
     predictions = fields.List(fields.Raw(), required=True)
     probabilities = fields.List(
         fields.Dict(keys=fields.String(), values=fields.Float(allow_none=True)),

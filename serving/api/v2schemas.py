@@ -8,7 +8,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from model_store.features import MAX_FEATURES
-from serving.api.schemas import StrictSchema
+from serving.api.schemas import ENGINE_CHOICES, StrictSchema
 from serving.inference.tensors import OUTPUT_NAMES, V2_DATATYPES
 
 # One input per feature: a request with more inputs than a schema may have features is refused
@@ -68,7 +68,13 @@ class InferOutputSchema(StrictSchema):
 
 class InferRequestSchema(StrictSchema):
     id = fields.String(metadata={"description": "Echoed in the response"})
-    parameters = fields.Dict(keys=fields.String(), metadata={"description": "Accepted and ignored"})
+    parameters = fields.Dict(
+        keys=fields.String(),
+        metadata={
+            "description": "`engine`: `auto` (the default), `sklearn` or `onnx`, as in this service's predict "
+            "routes (422 when the version has no such engine); other parameters are accepted and ignored"
+        },
+    )
     inputs = fields.List(
         fields.Nested(InferInputSchema),
         required=True,
@@ -79,6 +85,12 @@ class InferRequestSchema(StrictSchema):
         fields.Nested(InferOutputSchema),
         metadata={"description": "predict (the default) and/or predict_proba"},
     )
+
+    @ma.validates_schema
+    def _engine(self, data: dict[str, Any], **_: Any) -> None:
+        engine = data.get("parameters", {}).get("engine", "auto")
+        if engine not in ENGINE_CHOICES:
+            raise ma.ValidationError({"engine": [f"Must be one of: {', '.join(ENGINE_CHOICES)}."]}, "parameters")
 
     @ma.pre_load
     def _bounded_inputs(self, data: Any, **_: Any) -> Any:
@@ -105,6 +117,11 @@ class InferResponseSchema(ma.Schema):
     model_name = fields.String(required=True)
     model_version = fields.String(required=True, metadata={"description": "The version number that answered"})
     id = fields.String(metadata={"description": "The request's id, when it sent one"})
+    parameters = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        metadata={"description": "`engine`: the backend engine that answered, `sklearn` or `onnx`"},
+    )
     outputs = fields.List(fields.Nested(OutputTensorSchema), required=True)
 
 

@@ -166,17 +166,25 @@ class Client:
 
     # -- predicting ----------------------------------------------------------------------------
     def predict(
-        self, name: str, data: Any, version: int | str | None = None, probabilities: bool = False
+        self,
+        name: str,
+        data: Any,
+        version: int | str | None = None,
+        probabilities: bool = False,
+        engine: str | None = None,
     ) -> Prediction:
         """Predict rows with a model's version (`latest` when None).
 
         `data` is a pandas DataFrame (sent columnar: NaN and None as null) or any `data` value of the
-        contract: one record (a dict of scalars), a dict of columns, or a list of records."""
+        contract: one record (a dict of scalars), a dict of columns, or a list of records. `engine`:
+        auto (the server's default when None), sklearn or onnx; the answer's `engine` says which answered."""
         index = None
         if _is_dataframe(data):
             index = data.index
             data = frame_to_columns(data)
-        body = {"data": data, "return_probabilities": probabilities}
+        body: dict[str, Any] = {"data": data, "return_probabilities": probabilities}
+        if engine is not None:
+            body["engine"] = engine
         answer = self._json("POST", f"{self._version_path(name, version)}/predict", json=body)
         return Prediction(
             model=answer["model"],

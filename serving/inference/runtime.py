@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -23,6 +24,7 @@ from registry.errors import NotFound
 from registry.names import parse_selector
 from registry.service import VersionRef
 from serving.config import Settings
+from serving.inference.errors import InvalidRequest
 from serving.inference.inputs import InputSchema
 from serving.inference.resolver import ResolvedVersions
 from serving.runners.pool import Runner, RunnerLimits, RunnerPool
@@ -63,11 +65,13 @@ class Prediction:
     version: int | None  # None: an upload's trial, before the version is recorded
     predictions: list[Any]
     probabilities: list[dict[str, float | None]] | None = None
+    engine: str = "sklearn"  # the engine that answered
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "version": self.version,
+            "engine": self.engine,
             "predictions": self.predictions,
         }
         if self.probabilities is not None:
@@ -146,8 +150,14 @@ class Runtime:
             outcome = "failed"
             started = time.perf_counter()
             try:
-                with self.store.opened(ref.sha256) as file:
-                    runner.load(file, ref.format)
+                with self.store.opened(ref.sha256) as file, contextlib.ExitStack() as stack:
+                    graph = self._graph(stack, ref, label)
+                    names = self._feature_names(ref, label) if graph is not None else None
+                    if names is None:
+                        graph = None
+                    runner.load(file, ref.format, graph=graph, graph_features=names or ())
+                if graph is not None and "onnx" not in runner.facts["engines"]:
+                    log.warning("%s serves without its ONNX engine: its runner could not open the graph", label)
                 outcome = "ok"
             except ArtifactUnavailable as exc:  # the file: missing, unreadable or damaged
                 self._remember_unavailable(ref.sha256, exc.message)
@@ -165,6 +175,34 @@ class Runtime:
                 metrics.CACHE_MISSES.inc()
             else:
                 metrics.CACHE_HITS.inc()
+
+    def _graph(self, stack: contextlib.ExitStack, ref: VersionRef, label: str) -> Any:
+        """The version's ONNX file, opened and verified, when it has one; a graph that cannot be
+        read costs the version its ONNX engine (logged), not its service."""
+        if ref.onnx_sha256 is None:
+            return None
+        try:
+            return stack.enter_context(self.store.opened(ref.onnx_sha256))
+        except ArtifactUnavailable as exc:
+            log.warning("%s serves without its ONNX engine: %s", label, exc.message)
+            return None
+
+    def _feature_names(self, ref: VersionRef, label: str) -> list[str] | None:
+        """The names of a version's features in order (the inputs of its ONNX graph): from the
+        worker's compiled schema when it has one, else the database; None while the database is
+        unreachable (the version then serves with scikit-learn: an outage costs it no more)."""
+        with self._inputs_lock:
+            known = self._inputs.get(version_key(ref.model, ref.version, ref.sha256))
+        if known is not None:
+            return [f.name for f in known.features]
+        try:
+            with self.db.read() as session:
+                return [f.name for f in service.get_features(session, ref.id)]
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            log.warning("%s serves without its ONNX engine for now: the database is unreachable", label)
+            return None
 
     def _known_unavailable(self, sha256: str) -> str | None:
         if self._unavailable is None:
@@ -243,16 +281,18 @@ class Runtime:
                 for key in [k for k in self._fresh if k[0] == name]:
                     del self._fresh[key]
 
-    def predict(self, name: str, selector: object, data: Any, with_probabilities: bool) -> Prediction:
+    def predict(
+        self, name: str, selector: object, data: Any, with_probabilities: bool, engine: str = "auto"
+    ) -> Prediction:
         """Resolve, check, predict in the version's runner: the hot path of every prediction route."""
-        return self.predict_version(self.resolve(name, selector), data, with_probabilities)
+        return self.predict_version(self.resolve(name, selector), data, with_probabilities, engine)
 
-    def predict_version(self, ref: VersionRef, data: Any, with_probabilities: bool) -> Prediction:
+    def predict_version(self, ref: VersionRef, data: Any, with_probabilities: bool, engine: str = "auto") -> Prediction:
         """Check, predict in the runner of a version already resolved."""
         runner = self.runner(ref)
         inputs = self.input_schema(ref, runner.facts)
         columns, rows = inputs.check(data)
-        return run_model(runner, ref.model, ref.version, inputs, columns, rows, with_probabilities)
+        return run_model(runner, ref.model, ref.version, inputs, columns, rows, with_probabilities, engine)
 
 
 def run_model(
@@ -263,18 +303,30 @@ def run_model(
     columns: dict[str, np.ndarray],
     rows: int,
     with_probabilities: bool,
+    engine: str = "auto",
 ) -> Prediction:
     """Ask the runner; the model's own failures are PredictionFailed (422), never a 500.
-    A recorded version's calls are counted and timed (an upload's trial, version None, is not)."""
+    A recorded version's calls are counted and timed (an upload's trial, version None, is not).
+    Raises InvalidRequest (422) when `engine` names one the version does not have."""
     if with_probabilities and not runner.facts.get("has_predict_proba"):
         raise PredictionFailed(f"Model {inputs.label} has no predict_proba: it cannot return probabilities.")
+    if engine != "auto" and engine not in runner.facts.get("engines", ("sklearn",)):
+        raise InvalidRequest(
+            f"Model {inputs.label} has no {engine} engine (its version's engine_detail says why): "
+            "ask for engine 'auto' or 'sklearn'.",
+            {"engine": [f"Must be one of: {', '.join(['auto', *runner.facts.get('engines', ('sklearn',))])}."]},
+        )
     if version is None:
-        predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+        predictions, keys, proba, answered = runner.predict(
+            columns, rows, inputs.column_names, with_probabilities, engine
+        )
     else:
         labels = (model, str(version))
         started = time.perf_counter()
         try:
-            predictions, keys, proba = runner.predict(columns, rows, inputs.column_names, with_probabilities)
+            predictions, keys, proba, answered = runner.predict(
+                columns, rows, inputs.column_names, with_probabilities, engine
+            )
         except (PredictionFailed, RunnerTimedOut, RunnerFailed) as exc:
             kind = next(k for cls, k in _FAILURE_KINDS if isinstance(exc, cls))
             metrics.PREDICTION_FAILURES.labels(*labels, kind).inc()
@@ -284,7 +336,7 @@ def run_model(
     probabilities = None
     if proba is not None and keys is not None:
         probabilities = [dict(zip(keys, _json_values(row), strict=True)) for row in proba]
-    return Prediction(model, version, _json_values(predictions), probabilities)
+    return Prediction(model, version, _json_values(predictions), probabilities, answered)
 
 
 _FAILURE_KINDS = ((PredictionFailed, "model_error"), (RunnerTimedOut, "timeout"), (RunnerFailed, "runner_died"))

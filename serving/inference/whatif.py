@@ -37,6 +37,7 @@ class WhatIfRequest:
     points: int = DEFAULT_POINTS
     ranges: Mapping[str, Sequence[float]] = field(default_factory=dict)
     target: str | None = None
+    engine: str = "auto"
 
 
 @dataclass
@@ -69,7 +70,9 @@ def what_if(rt: Runtime, name: str, selector: object, request: WhatIfRequest) ->
         columns[sweep.feature.name][start : start + len(sweep.values)] = sweep.values
         start += len(sweep.values)
     checked, rows = inputs.check(columns)
-    answer = run_model(runner, ref.model, ref.version, inputs, checked, rows, with_probabilities=scored)
+    answer = run_model(
+        runner, ref.model, ref.version, inputs, checked, rows, with_probabilities=scored, engine=request.engine
+    )
     scores = _scores(answer, target)
     predictions = answer.predictions
 
@@ -84,6 +87,7 @@ def what_if(rt: Runtime, name: str, selector: object, request: WhatIfRequest) ->
     return {
         "model": ref.model,
         "version": ref.version,
+        "engine": answer.engine,
         "target": target,
         "baseline": {"prediction": predictions[0], "score": scores[0]},
         "features": features,

@@ -7,9 +7,12 @@ recorded, goes on serving it.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -70,6 +73,7 @@ def _register(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, A
         raise InvalidInput(f"Invalid model name {name!r}: it must match ^[a-z0-9][a-z0-9._-]{{0,63}}$.")
     stored = rt.store.put(upload, rt.settings.max_upload_bytes)
     runner: Runner | None = None
+    graph_stored: StoredArtifact | None = None
     try:
         with rt.store.opened(stored.sha256) as file:
             # The first gate, here: a static scan (nothing is unpickled) refuses what names code
@@ -87,6 +91,18 @@ def _register(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, A
             features = typed_by_example(features, metadata.get("example"))
         # The example, or one row built from the schema: a version that cannot predict is refused now.
         _try_example(rt, runner, name, features, metadata.get("example"))
+        try:
+            graph, engine_detail = _compile(rt, runner, name, features, metadata.get("example"))
+        except (RunnerTimedOut, RunnerFailed) as exc:
+            # Compiling is an extra: a model the converter chokes on still serves, from a fresh runner.
+            runner.kill()
+            graph, engine_detail = None, f"compiling stopped: {exc.message}"[:1000]
+            with rt.store.opened(stored.sha256) as file:
+                runner = rt.runners.start(f"The uploaded model '{name}'")
+                runner.load(file, fmt, "declared", features)
+        if graph is not None:
+            # A derived artifact, stored like the pickle: before the commit, under its own sha256.
+            graph_stored = rt.store.put(io.BytesIO(graph))
         artifact = ArtifactFacts(
             format=facts["format"],
             sha256=stored.sha256,
@@ -95,6 +111,8 @@ def _register(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, A
             has_predict_proba=facts["has_predict_proba"],
             classes=facts["classes"],
             library_versions=facts["library_versions"],
+            onnx_sha256=graph_stored.sha256 if graph_stored is not None else None,
+            engine_detail=engine_detail,
         )
         with rt.db.write() as session:
             version = service.register_version(
@@ -114,7 +132,9 @@ def _register(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, A
             # either it sees this version and keeps the file, or it removed the file first
             # and this check sees that: never a version without its file. The artifact is
             # fine: only the timing was wrong, hence a conflict to retry, not a 422.
-            if not rt.store.exists(stored.sha256):
+            if not rt.store.exists(stored.sha256) or (
+                graph_stored is not None and not rt.store.exists(graph_stored.sha256)
+            ):
                 raise Conflict(
                     "The artifact was removed from the model store while this version was being"
                     " recorded (`maas store gc` found it unreferenced); upload it again."
@@ -124,6 +144,8 @@ def _register(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, A
             runner.kill()
         if stored.created:
             _forget_artifact(rt, stored)
+        if graph_stored is not None and graph_stored.created:
+            _forget_artifact(rt, graph_stored)
         raise
     assert runner is not None
     runner.label = f"Version {version.version} of '{name}'"
@@ -184,6 +206,94 @@ def _try_example(rt: Runtime, runner: Runner, name: str, features: Sequence[Feat
         # upload is what is wrong (422), not the service.
         row = "" if example is not None else f" ({json.dumps(smoke_row(features), default=str)[:500]})"
         raise InvalidArtifact(f"{what}{row} failed: {exc.message}") from None
+
+
+# Rows drawn from the schema, on top of the example and the smoke row, that a compiled graph must
+# answer as the model does; strings tried where a feature takes any (or unseen) values.
+VERIFICATION_ROWS = 200
+VERIFICATION_STRINGS = ("", "a", "zz-unseen", "0")
+
+
+def _compile(
+    rt: Runtime, runner: Runner, name: str, features: Sequence[FeatureSpec], example: Any
+) -> tuple[bytes | None, str | None]:
+    """Compile the upload to ONNX in its runner, verified on the example, the smoke row and rows
+    drawn from the schema: (the graph, None), or (None, why the version serves with scikit-learn only)."""
+    inputs = rt.compile_inputs(name, None, features, runner.facts)
+    batches = [inputs.check(example)] if example is not None else []  # checked by _try_example already
+    batches.append(inputs.check(smoke_row(features)))
+    samples = verification_rows(features, VERIFICATION_ROWS)
+    size = max(1, inputs.max_rows)  # batches no larger than a client may send (MAAS_MAX_BATCH_ROWS)
+    for start in range(0, len(samples), size):
+        chunk = samples[start : start + size]
+        try:
+            batches.append(inputs.check(chunk))
+        except InvalidRows:  # a drawn row the schema refuses: never sent by a client either
+            batches.extend(_checked_rows(inputs, chunk))
+    started = time.perf_counter()
+    graph: bytes | None
+    try:
+        graph, detail = runner.compile(features, batches, inputs.column_names)
+    except PredictionFailed as exc:  # our converter's code raised in the runner: no graph, say so
+        graph, detail = None, f"compiling failed: {exc.message}"[:1000]
+    limit = rt.settings.model_bytes_limit
+    if graph is not None and len(graph) > limit:  # no runner would open it
+        detail = f"the compiled graph ({len(graph)} bytes) is larger than MAAS_MAX_MODEL_BYTES"
+        graph = None
+    took = (time.perf_counter() - started) * 1e3
+    if graph is not None:
+        log.info("compiled the upload of %s to ONNX (%d bytes) in %.0f ms", name, len(graph), took)
+    else:
+        log.info("the upload of %s serves with scikit-learn only (%.0f ms): %s", name, took, detail)
+    return graph, detail
+
+
+def _checked_rows(inputs: Any, records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """The records the schema accepts, as one checked batch (none when it accepts none)."""
+    kept = []
+    for record in records:
+        try:
+            inputs.check([record])
+        except InvalidRows:
+            continue
+        kept.append(record)
+    return [inputs.check(kept)] if kept else []
+
+
+def verification_rows(features: Sequence[FeatureSpec], count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` records drawn from a schema (the same for the same schema): numbers within their
+    bounds (or around them, around 0 without), allowed values, both booleans, a few strings."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        row: dict[str, Any] = {}
+        for f in features:
+            value: Any
+            if f.allowed and not (f.accepts_unseen and rng.random() < 0.2):
+                value = rng.choice(f.allowed)
+            elif f.type is FeatureType.BOOLEAN:
+                value = rng.random() < 0.5
+            elif f.type is FeatureType.STRING:
+                value = rng.choice(VERIFICATION_STRINGS)
+            else:
+                low, high = f.minimum, f.maximum
+                if low is None and high is None:
+                    number = rng.gauss(0.0, 3.0)
+                elif low is None or high is None:
+                    edge = low if low is not None else high
+                    assert edge is not None
+                    spread = max(abs(edge), 1.0)
+                    number = edge + (1 if low is not None else -1) * abs(rng.gauss(0.0, spread))
+                else:
+                    number = rng.uniform(low, high)
+                if f.type is FeatureType.INTEGER:
+                    number = math.floor(number)
+                    if f.minimum is not None and number < f.minimum:
+                        number = math.ceil(f.minimum)
+                value = number
+            row[f.name] = value
+        rows.append(row)
+    return rows
 
 
 def smoke_row(features: Sequence[FeatureSpec]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 MODEL_TRACEBACK = "its traceback in the runner:"
 
 MAX_REPLY_BYTES = 256 << 20
+# The engines a runner predicts with: the model's own code, or its verified ONNX graph.
+ENGINES = ("sklearn", "onnx")
 ZYGOTE_START_SECONDS = 120.0
 # The only environment a zygote (and so every runner) gets: one BLAS/OpenMP thread each, so that
 # RLIMIT_AS measures the model and not thread stacks and BLAS buffers.
@@ -166,11 +168,15 @@ class Runner:
         fmt: str | None,
         schema: str | None = None,
         features: Sequence[FeatureSpec] | None = None,
+        graph: BinaryIO | None = None,
+        graph_features: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Load the artifact in `file` (opened and verified by the caller) in this runner.
 
         `schema`: None, "infer", "positional" (x0, x1, ... for a model fitted without feature names)
         or "declared" (then `features` is checked against the model).
+        `graph`: the version's verified ONNX file (opened and verified by the caller too), for the
+        runner's ONNX engine, and `graph_features` the names of the version's features in order.
         Returns the runner's answer: "facts" about the model and, when asked, "features" (the
         contract's JSON, unchecked: the caller checks it).
         """
@@ -181,9 +187,11 @@ class Runner:
             "features": [f.to_json() for f in features] if features is not None else None,
             "trusted_modules": list(self.limits.trusted_modules),
             "max_model_bytes": self.limits.max_model_bytes,
+            "onnx": list(graph_features) if graph is not None else None,
         }
+        fds = [file.fileno()] if graph is None else [file.fileno(), graph.fileno()]
         try:
-            reply, _ = self.call(header, fds=[file.fileno()])
+            reply, _ = self.call(header, fds=fds)
         except PredictionFailed as exc:  # a load that raised in the model's own code
             raise InvalidArtifact(f"The artifact could not be loaded: {exc.message}") from None
         facts = reply.get("facts")
@@ -193,10 +201,48 @@ class Runner:
         self.facts = _checked_facts(facts)
         return reply
 
+    def compile(
+        self,
+        features: Sequence[FeatureSpec],
+        batches: Sequence[tuple[dict[str, Any], int]],
+        frame: list[str] | None,
+    ) -> tuple[bytes | None, str | None]:
+        """Compile the loaded model to ONNX, verified on `batches` (checked columns and their row
+        count): (the graph's bytes, None), or (None, why there is none)."""
+        arrays: list[np.ndarray] = []
+        header = {
+            "op": "compile",
+            "features": [f.to_json() for f in features],
+            "frame": frame,
+            "batches": [{"rows": rows, "columns": protocol.pack_columns(columns, arrays)} for columns, rows in batches],
+        }
+        reply, reply_arrays = self.call(header, arrays)
+        try:
+            graph, detail = reply.get("onnx"), reply.get("detail")
+            if graph is None:
+                if not isinstance(detail, str):
+                    raise protocol.ProtocolError("a compile answer without its reason")
+                protocol.check_json_value(detail)
+                return None, detail
+            data = protocol.unpack_values(graph, reply_arrays)
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 1:
+                raise protocol.ProtocolError("the compiled graph must be bytes")
+            self.facts = {**self.facts, "engines": ["sklearn", "onnx"]}
+            return data.tobytes(), None
+        except (protocol.ProtocolError, KeyError, TypeError, AttributeError) as exc:
+            self.kill()
+            raise RunnerFailed(f"{self.label} cannot be served: {_death(exc)}") from None
+
     def predict(
-        self, columns: dict[str, Any], rows: int, frame: list[str] | None, with_probabilities: bool
-    ) -> tuple[Any, list[str] | None, np.ndarray | None]:
-        """(predictions, probability keys, probabilities) for `rows` rows given as checked columns."""
+        self,
+        columns: dict[str, Any],
+        rows: int,
+        frame: list[str] | None,
+        with_probabilities: bool,
+        engine: str = "auto",
+    ) -> tuple[Any, list[str] | None, np.ndarray | None, str]:
+        """(predictions, probability keys, probabilities, the engine that answered) for `rows`
+        rows given as checked columns; `engine` as the request names it (auto, sklearn, onnx)."""
         arrays: list[np.ndarray] = []
         header = {
             "op": "predict",
@@ -204,20 +250,24 @@ class Runner:
             "columns": protocol.pack_columns(columns, arrays),
             "frame": frame,
             "probabilities": with_probabilities,
+            "engine": engine,
         }
         reply, reply_arrays = self.call(header, arrays)
         try:
+            answered = reply.get("engine")
+            if answered not in ENGINES or (engine != "auto" and answered != engine):
+                raise protocol.ProtocolError("the answer names no engine, or another than asked for")
             predictions = protocol.unpack_values(reply.get("predictions"), reply_arrays, rows)
             probabilities: Any = reply.get("probabilities")
             if not with_probabilities:
-                return predictions, None, None
+                return predictions, None, None, answered
             keys = probabilities["keys"]
             proba = protocol.unpack_values({"array": probabilities["array"]}, reply_arrays, rows)
             if not (isinstance(keys, list) and all(isinstance(k, str) and len(k) <= protocol.MAX_STRING for k in keys)):
                 raise protocol.ProtocolError("probability keys must be strings")
             if proba.ndim != 2 or proba.shape[1] != len(keys):
                 raise protocol.ProtocolError("probabilities do not match their keys")
-            return predictions, keys, proba
+            return predictions, keys, proba, answered
         except (protocol.ProtocolError, KeyError, TypeError, AttributeError) as exc:
             self.kill()
             raise RunnerFailed(f"{self.label} cannot be served: {_death(exc)}") from None
@@ -239,6 +289,7 @@ _FACT_TYPES: dict[str, type | tuple[type, ...]] = {
     "library_versions": dict,
     "feature_names": (list, type(None)),
     "n_features": (int, type(None)),
+    "engines": list,
 }
 
 
@@ -257,6 +308,8 @@ def _checked_facts(facts: dict[str, Any]) -> dict[str, Any]:
         checked[key] = value
     if checked["feature_names"] is not None and not all(isinstance(n, str) for n in checked["feature_names"]):
         raise protocol.ProtocolError("feature names must be strings")
+    if checked["engines"] not in (["sklearn"], ["sklearn", "onnx"]):
+        raise protocol.ProtocolError("fact 'engines' names unknown engines")
     return checked
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from model_store.errors import InvalidArtifact, UnsafeArtifact
-from serving.runners import protocol
+from serving.runners import compiled, protocol
 
 # What the web worker may send a runner in one message: a batch of rows as columns.
 MAX_REQUEST_BYTES = 1 << 30
@@ -122,6 +122,9 @@ class _State:
         # A model fitted on a DataFrame that computes the same from a plain array (scikit-learn's
         # own numeric steps): its numeric rows skip pandas and scikit-learn's frame checks.
         self.array_ok = False
+        # The version compiled to ONNX and verified (at upload, or handed over with the artifact).
+        self.engine: compiled.Engine | None = None
+        self.engine_detail: str | None = None
 
     def handle(
         self, header: dict[str, Any], arrays: list[np.ndarray], fds: list[int], out: list[np.ndarray]
@@ -131,6 +134,8 @@ class _State:
             return self.load(header, fds)
         if op == "predict":
             return self.predict(header, arrays, out)
+        if op == "compile":
+            return self.compile(header, arrays, out)
         if op == "ping":
             return {"ok": True}
         raise ValueError(f"unknown op {op!r}")
@@ -148,8 +153,12 @@ class _State:
         )
         from model_store.loader import load_artifact
 
-        if self.estimator is not None or len(fds) != 1:
-            raise ValueError("a runner loads exactly one artifact, handed over as one descriptor")
+        graph_features = header.get("onnx")  # the schema's feature names, in order, with a graph
+        if not (isinstance(graph_features, list) and all(isinstance(n, str) for n in graph_features)):
+            graph_features = None
+        with_graph = graph_features is not None
+        if self.estimator is not None or len(fds) != (2 if with_graph else 1):
+            raise ValueError("a runner loads exactly one artifact (and its graph), each handed over as a descriptor")
         with os.fdopen(os.dup(fds[0]), "rb") as file:
             loaded = load_artifact(
                 file, header.get("trusted_modules", ()), header.get("format"), header.get("max_model_bytes")
@@ -187,6 +196,8 @@ class _State:
         self.documents = documents
         self.categorical = categorical
         self.array_ok = not documents and not categorical and takes_an_array(estimator)
+        if graph_features is not None:
+            self._open_graph(fds[1], header.get("max_model_bytes"), graph_features)
         return {
             "ok": True,
             "facts": {
@@ -197,42 +208,113 @@ class _State:
                 "library_versions": loaded.library_versions,
                 "feature_names": feature_names,
                 "n_features": n_features if type(n_features) is int else None,
+                "engines": self.engines(),
             },
             # The protocol carries data only: the specs cross as the contract's JSON.
             "features": [f.to_json() for f in features] if features is not None else None,
         }
 
-    # -- predict -------------------------------------------------------------------------------
-    def predict(self, header: dict[str, Any], arrays: list[np.ndarray], out: list[np.ndarray]) -> dict[str, Any]:
+    def engines(self) -> list[str]:
+        return ["sklearn", "onnx"] if self.engine is not None else ["sklearn"]
+
+    def _open_graph(self, fd: int, limit: Any, names: list[str]) -> None:
+        """Open the version's verified graph (handed over by the web worker with the artifact);
+        a graph that is refused or does not open leaves the runner with scikit-learn only (its
+        facts say so), not without its model."""
+        limit = limit if type(limit) is int and limit > 0 else MAX_REQUEST_BYTES
+        try:
+            with os.fdopen(os.dup(fd), "rb") as file:
+                if os.fstat(file.fileno()).st_size > limit:
+                    raise compiled.GraphRefused("it is larger than MAAS_MAX_MODEL_BYTES")
+                data = file.read()
+            session = compiled.open_session(data)
+            self.engine = compiled.Engine.from_session(session, names, hasattr(self.estimator, "classes_"))
+        except MemoryError:
+            raise
+        except compiled.GraphRefused as exc:
+            self.engine, self.engine_detail = None, f"its ONNX graph is refused: {exc}"
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+            self.engine, self.engine_detail = None, f"its ONNX graph cannot be opened ({_exception_name(exc)})"
+
+    # -- compile (at upload) -------------------------------------------------------------------
+    def compile(self, header: dict[str, Any], arrays: list[np.ndarray], out: list[np.ndarray]) -> dict[str, Any]:
+        """Compile the loaded model to ONNX and verify it on the batches of checked rows sent;
+        answers the graph's bytes (a uint8 array) or why there is none."""
         if self.estimator is None:
-            raise ValueError("predict before load")
-        rows = header["rows"]
-        columns = {name: _column(v) for name, v in protocol.unpack_columns(header["columns"], arrays, rows).items()}
-        frame = header.get("frame")
+            raise ValueError("compile before load")
+        features = header["features"]
+        batches = []
+        for batch in header["batches"]:
+            columns = self._columns(batch, arrays)
+            batches.append((self._model_input(columns, header.get("frame")), columns))
+        try:
+            data, engine = compiled.compile_model(self.estimator, features, batches, self._sklearn)
+        except compiled.NotCompiled as exc:
+            self.engine, self.engine_detail = None, str(exc)[: protocol.MAX_STRING]
+            return {"ok": True, "onnx": None, "detail": self.engine_detail}
+        self.engine, self.engine_detail = engine, None
+        out.append(np.frombuffer(data, dtype=np.uint8))
+        return {"ok": True, "onnx": {"array": len(out) - 1}, "detail": None}
+
+    # -- predict -------------------------------------------------------------------------------
+    def _columns(self, batch: dict[str, Any], arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        rows = batch["rows"]
+        return {name: _column(v) for name, v in protocol.unpack_columns(batch["columns"], arrays, rows).items()}
+
+    def _model_input(self, columns: dict[str, np.ndarray], frame: list[str] | None) -> Any:
         if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
             (model_input,) = columns.values()
-        elif frame is not None and self.array_ok and all(columns[n].dtype.kind in "fib" for n in frame):
+            return model_input
+        if frame is not None and self.array_ok and all(columns[n].dtype.kind in "fib" for n in frame):
             # The float array scikit-learn makes of the frame: pandas hands it over column-major
             # (the transpose of one row per column), and so this does; the same memory layout gives
             # the same sums, to the last bit.
-            model_input = np.array([columns[n] for n in frame], dtype=np.float64).T
-        else:
-            model_input = assemble(columns, list(columns), frame, self.categorical)
-        estimator = self.estimator
+            return np.array([columns[n] for n in frame], dtype=np.float64).T
+        return assemble(columns, list(columns), frame, self.categorical)
+
+    def _sklearn(self, model_input: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if probabilities:
+            final, final_input = _final_step(self.estimator, model_input)
+            return np.asarray(final.predict(final_input)), np.asarray(
+                final.predict_proba(final_input), dtype=np.float64
+            )
+        return np.asarray(self.estimator.predict(model_input)), None
+
+    def predict(self, header: dict[str, Any], arrays: list[np.ndarray], out: list[np.ndarray]) -> dict[str, Any]:
+        if self.estimator is None:
+            raise ValueError("predict before load")
+        columns = self._columns(header, arrays)
+        asked = header.get("engine", "auto")
+        feed = None
+        if asked in ("auto", "onnx") and self.engine is not None:
+            feed = self.engine.feed(columns)
+            if feed is None and asked == "onnx":
+                raise _Failed(
+                    "failed",
+                    ValueError("the ONNX engine does not take missing values: ask for engine 'auto' or 'sklearn'"),
+                )
+        elif asked == "onnx":
+            raise ValueError("this runner has no ONNX engine")
+        keys = None
         try:
-            if header.get("probabilities"):
-                final, final_input = _final_step(estimator, model_input)
-                predictions = np.asarray(final.predict(final_input))
-                proba = np.asarray(final.predict_proba(final_input), dtype=np.float64)
-                keys = [str(c) for c in np.asarray(final.classes_).tolist()]
+            if feed is not None:
+                assert self.engine is not None
+                engine = "onnx"
+                predictions, proba = self.engine.run(feed)
+                if not header.get("probabilities"):
+                    proba = None
             else:
-                predictions = np.asarray(estimator.predict(model_input))
-                proba, keys = None, None
+                engine = "sklearn"
+                predictions, proba = self._sklearn(
+                    self._model_input(columns, header.get("frame")), bool(header.get("probabilities"))
+                )
+            if proba is not None:
+                keys = [str(c) for c in np.asarray(_last_step(self.estimator).classes_).tolist()]
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - the model's code, not ours: report it narrowly
             raise _Failed("failed", exc) from None
-        reply: dict[str, Any] = {"ok": True, "predictions": protocol.pack_values(predictions, out)}
+        reply: dict[str, Any] = {"ok": True, "engine": engine, "predictions": protocol.pack_values(predictions, out)}
         if proba is not None:
             if proba.ndim != 2 or proba.shape[0] != len(predictions) or proba.shape[1] != len(keys or ()):
                 raise _Failed("failed", ValueError("predict_proba's shape does not match the classes"))
@@ -331,6 +413,14 @@ def assemble(
     if len(typed) == 1 or len({a.dtype for a in typed}) == 1:
         return np.column_stack(typed)
     return np.column_stack([a.astype(object) for a in typed])
+
+
+def _last_step(estimator: Any) -> Any:
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(estimator, Pipeline):
+        estimator = estimator.steps[-1][1]
+    return estimator
 
 
 def _final_step(estimator: Any, model_input: Any) -> tuple[Any, Any]:

@@ -66,6 +66,12 @@ PRELOADED = (
     "model_store.safety",
     "serving.runners.runner",
     "serving.runners.confine",
+    # The ONNX engine: the converter (at upload) and onnxruntime (every runner of a compiled version).
+    "serving.runners.compiled",
+    "onnx",
+    "onnxruntime",
+    "skl2onnx",
+    "skl2onnx.common.data_types",
     "landlock",
     "pyseccomp",
 )

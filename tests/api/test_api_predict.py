@@ -40,7 +40,7 @@ ROWS = [
 def test_one_record(client: Any, credit: Any) -> None:
     r = client.post("/api/predict", json={"model": "credit", "data": CREDIT_ROW})
     assert r.status_code == 200
-    assert r.json == {"model": "credit", "version": 1, "predictions": expected(credit, [CREDIT_ROW])}
+    assert r.json == {"model": "credit", "version": 1, "engine": "onnx", "predictions": expected(credit, [CREDIT_ROW])}
 
 
 def test_columnar(client: Any, credit: Any) -> None:

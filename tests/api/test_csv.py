@@ -41,7 +41,10 @@ def _post(client: Any, body: str | bytes, path: str = "/api/models/credit/versio
 def test_a_portfolio_round_trip_gives_the_models_own_predictions(credit: Any, lenient_credit_pipeline: Any) -> None:
     frame = _portfolio()
     sent = frame.to_csv(index=False)  # what pandas writes: income as 51234.56789, age as 35
-    r = _post(credit, sent, "/api/models/credit/predict?return_probabilities=true", headers={"Accept": CSV})
+    # the model's own code (engine=sklearn), whose floats this compares to the bit
+    r = _post(
+        credit, sent, "/api/models/credit/predict?return_probabilities=true&engine=sklearn", headers={"Accept": CSV}
+    )
     assert r.status_code == 200, r.get_data(as_text=True)
     assert r.mimetype == CSV
     answer = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
@@ -54,7 +57,7 @@ def test_a_portfolio_round_trip_gives_the_models_own_predictions(credit: Any, le
     for row, expected in zip(answer[1:], proba, strict=True):
         assert [float(p) for p in row[5:]] == expected.tolist()  # repr() round-trips a float exactly
 
-    as_json = _post(credit, sent, "/api/models/credit/versions/latest/predict?return_probabilities=1")
+    as_json = _post(credit, sent, "/api/models/credit/versions/latest/predict?return_probabilities=1&engine=sklearn")
     assert as_json.status_code == 200 and as_json.mimetype == "application/json"
     assert as_json.json["predictions"] == lenient_credit_pipeline.predict(frame).tolist()
     assert [p[classes[1]] for p in as_json.json["probabilities"]] == proba[:, 1].tolist()

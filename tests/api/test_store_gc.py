@@ -22,7 +22,7 @@ from typing import Any
 import click
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -102,6 +102,18 @@ def uploaded(client: Any, name: str, model: Any, **kwargs: Any) -> dict[str, Any
     return response.get_json()
 
 
+def graphs(settings: Settings, store: ArtifactStore, *where: Any) -> set[str]:
+    """The store paths of the ONNX graphs versions reference (those matching `where`): derived
+    artifacts, stored and collected like the versions' own."""
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(select(ModelVersion.onnx_sha256).where(ModelVersion.onnx_sha256.is_not(None), *where))
+            return {rel(store, sha256) for (sha256,) in found if sha256 is not None}
+    finally:
+        engine.dispose()
+
+
 def predicts(client: Any, name: str, version: int, row: dict[str, Any], model: Any) -> None:
     response = client.post(f"/api/models/{name}/versions/{version}/predict", json={"data": row})
     assert response.status_code == 200, response.get_json()
@@ -116,6 +128,8 @@ def test_gc_removes_old_orphans_and_stale_uploads_only(
     reg = uploaded(client, "reg", regressor)
     for version in (credit, reg):  # referenced: kept however old
         age(store.path_for(version["sha256"]))
+    compiled = graphs(settings, store)
+    assert len(compiled) == 2, "both versions compiled to ONNX: their graphs are referenced too"
     old_orphan = store.put(io.BytesIO(joblib_bytes(string_classifier)))
     fresh_orphan = store.put(io.BytesIO(joblib_bytes(regressor, compress=3)))
     age(old_orphan.path)
@@ -141,13 +155,14 @@ def test_gc_removes_old_orphans_and_stale_uploads_only(
     assert removed == listed, output
     assert summary(output) == (2, sum(before[p][0] for p in expected)), output
     assert files(store.root) == {p: v for p, v in before.items() if p not in expected}
-    assert "kept 2 referenced artifacts, 2 files younger than 1h" in output
+    assert "kept 4 referenced artifacts, 2 files younger than 1h" in output
 
     # With no grace period, the fresh orphan and the upload in progress go too; nothing else.
     removed, output = gc_ok(settings, "--grace-period", "0")
     assert removed == {rel(store, fresh_orphan.sha256), "tmp/upload-writing.part"}, output
     left = set(files(store.root))
-    assert left == {rel(store, credit["sha256"]), rel(store, reg["sha256"]), "tmp/notes.txt", "objects/ab/README"}
+    versions = {rel(store, credit["sha256"]), rel(store, reg["sha256"])}
+    assert left == versions | compiled | {"tmp/notes.txt", "objects/ab/README"}
     assert store.owner() is not None and (store.root / CLAIM_FILE).is_file(), "gc removed the store's claim"
     predicts(client, "credit", 1, CREDIT_ROW, credit_pipeline)
     predicts(client, "reg", 1, {"x1": 0.5, "x2": -1.0}, regressor)
@@ -162,19 +177,24 @@ def test_deleted_version_makes_its_artifact_collectable_unless_shared(
     assert first["sha256"] == second["sha256"] != strings["sha256"]
     for sha256 in (first["sha256"], strings["sha256"]):
         age(store.path_for(sha256))
+    credit_graph = graphs(settings, store, ModelVersion.sha256 == first["sha256"])
+    strings_graph = graphs(settings, store, ModelVersion.sha256 == strings["sha256"])
+    assert len(credit_graph) == 1, "the same bytes compile to the same graph: one file for both"
+    for path in credit_graph:
+        age(store.root / path)
 
     assert client.delete("/api/admin/models/strings/versions/1", headers=ADMIN).status_code == 204
     assert client.delete("/api/admin/models/credit/versions/2", headers=ADMIN).status_code == 204
     removed, output = gc_ok(settings, "--grace-period", "0")
-    # credit's file stays: version 1 still references those bytes.
-    assert removed == {rel(store, strings["sha256"])}, output
+    # credit's files stay: version 1 still references those bytes and that graph.
+    assert removed == {rel(store, strings["sha256"])} | strings_graph, output
     assert not store.exists(strings["sha256"]) and store.exists(first["sha256"])
     predicts(client, "credit", 1, CREDIT_ROW, credit_pipeline)
 
     assert client.delete("/api/admin/models/credit/versions/1", headers=ADMIN).status_code == 204
     # Just deleted, but stored two hours ago: the grace period counts from when the bytes were stored.
     assert gc_ok(settings, "--grace-period", "1d")[0] == set()
-    assert gc_ok(settings, "--grace-period", "90m")[0] == {rel(store, first["sha256"])}
+    assert gc_ok(settings, "--grace-period", "90m")[0] == {rel(store, first["sha256"])} | credit_graph
     assert [p for p in store.objects.rglob("*") if p.is_file()] == []
 
 
@@ -303,8 +323,8 @@ def test_gc_that_takes_the_file_first_makes_the_upload_fail_cleanly(
     assert "upload it again" in refused.get_json()["message"], refused.get_json()
     # The artifact it took, and (no grace period at all) the upload's own spool in tmp/, whose
     # bytes the upload still holds open.
-    assert len(outputs) == 1 and outputs[0].count("removed objects/") == 1, outputs
-    assert summary(outputs[0])[0] == 2 and outputs[0].count("removed tmp/upload-") == 1, outputs
+    assert len(outputs) == 1 and outputs[0].count("removed objects/") == 2, outputs  # the pickle, its graph
+    assert summary(outputs[0])[0] == 3 and outputs[0].count("removed tmp/upload-") == 1, outputs
     assert client.get("/api/models/strings").status_code == 404
     assert files(store.root) == {}
     again = uploaded(client, "strings", string_classifier)
@@ -449,8 +469,11 @@ def test_file_of_an_upload_that_failed_with_the_database_down_is_collected(
     orphan = hashlib.sha256(joblib_bytes(regressor)).hexdigest()
     assert store.exists(orphan), "the failed upload's file is gone: nothing for gc to prove"
     assert client.get("/api/models/reg").status_code == 404
-    assert gc_ok(settings, "--grace-period", "0")[0] == {rel(store, orphan)}
-    assert set(files(store.root)) == {rel(store, kept["sha256"])}
+    kept_files = {rel(store, kept["sha256"])} | graphs(settings, store)
+    orphans = set(files(store.root)) - kept_files  # the pickle, and the graph compiled from it
+    assert rel(store, orphan) in orphans and len(orphans) == 2, orphans
+    assert gc_ok(settings, "--grace-period", "0")[0] == orphans
+    assert set(files(store.root)) == kept_files
     predicts(client, "credit", 1, CREDIT_ROW, credit_pipeline)
 
 

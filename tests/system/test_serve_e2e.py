@@ -79,7 +79,7 @@ def test_restart_keeps_models_versions_aliases(
         assert [probabilities[str(c)] for c in credit_pipeline.classes_] == pytest.approx(row.tolist())
     latest = server.post("/api/models/credit/predict", json={"data": CREDIT_ROW})
     assert latest.status_code == 200, latest.text
-    assert latest.json() == {"model": "credit", "version": 2, "predictions": expected[:1]}
+    assert latest.json() == {"model": "credit", "version": 2, "engine": "onnx", "predictions": expected[:1]}
 
 
 # -- the demo, with no configuration at all -----------------------------------------------------

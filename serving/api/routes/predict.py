@@ -38,7 +38,7 @@ def _predict(name: str, selector: object, body: dict[str, Any]) -> Response:
     rt = runtime()
     ref = rt.resolve(name, selector)
     note_model(ref.model, ref.version)
-    prediction = rt.predict_version(ref, data, body["return_probabilities"])
+    prediction = rt.predict_version(ref, data, body["return_probabilities"], body["engine"])
     if type(data) is TextTable and wants_csv(request):
         return Response(render_csv(data, prediction), mimetype=CSV_MIMETYPE)
     return jsonify(prediction.as_json())
@@ -68,7 +68,13 @@ CSV_DOC = {
             "name": "return_probabilities",
             "schema": {"type": "boolean", "default": False},
             "description": "For a CSV body: also answer the class probabilities (a JSON body says it in the body)",
-        }
+        },
+        {
+            "in": "query",
+            "name": "engine",
+            "schema": {"type": "string", "enum": ["auto", "sklearn", "onnx"], "default": "auto"},
+            "description": "For a CSV body: the backend engine (a JSON body says it in the body)",
+        },
     ],
     "responses": {
         "200": {

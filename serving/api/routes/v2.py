@@ -214,10 +214,12 @@ def infer(name: str, selector: object, body: dict[str, Any]) -> dict[str, Any]:
     rt = runtime()
     ref = rt.resolve(name, selector)
     note_model(ref.model, ref.version)
-    prediction = rt.predict_version(ref, Tensors(body["inputs"]), PREDICT_PROBA in outputs)
+    engine = body.get("parameters", {}).get("engine", "auto")
+    prediction = rt.predict_version(ref, Tensors(body["inputs"]), PREDICT_PROBA in outputs, engine)
     answer: dict[str, Any] = {"model_name": prediction.model, "model_version": str(prediction.version)}
     if "id" in body:
         answer["id"] = body["id"]
+    answer["parameters"] = {"engine": prediction.engine}
     answer["outputs"] = output_tensors(prediction, outputs)
     return answer
 
