@@ -131,6 +131,10 @@ def _no_binary_tensors() -> None:
         )
 
 
+# Made once: given a class, webargs would build a schema for every request.
+INFER_BODY = InferRequestSchema()
+
+
 @blp.route("")
 class Server(MethodView):
     @blp.response(200, ServerMetadataSchema)
@@ -226,7 +230,7 @@ def infer(name: str, selector: object, body: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("/models/<name>/infer")
 class Infer(MethodView):
-    @blp.arguments(InferRequestSchema)
+    @blp.arguments(INFER_BODY)
     @blp.response(200, InferResponseSchema)
     @v2_errors(blp, *INFER_ERRORS)
     def post(self, body: dict[str, Any], name: str) -> dict[str, Any]:
@@ -236,7 +240,7 @@ class Infer(MethodView):
 
 @blp.route("/models/<name>/versions/<version>/infer")
 class InferVersion(MethodView):
-    @blp.arguments(InferRequestSchema)
+    @blp.arguments(INFER_BODY)
     @blp.response(200, InferResponseSchema)
     @v2_errors(blp, *INFER_ERRORS)
     def post(self, body: dict[str, Any], name: str, version: str) -> dict[str, Any]:
