@@ -119,9 +119,6 @@ class _State:
         # Columns the model encodes as categories itself, and the dtype it was fitted on (None:
         # categories unknown, the values' own); empty for every other model.
         self.categorical: dict[str, pd.CategoricalDtype | None] = {}
-        # A model fitted on a DataFrame that computes the same from a plain array (scikit-learn's
-        # own numeric steps): its numeric rows skip pandas and scikit-learn's frame checks.
-        self.array_ok = False
         # The version compiled to ONNX and verified (at upload, or handed over with the artifact).
         self.engine: compiled.Engine | None = None
         self.engine_detail: str | None = None
@@ -195,7 +192,6 @@ class _State:
         self.estimator = estimator
         self.documents = documents
         self.categorical = categorical
-        self.array_ok = not documents and not categorical and takes_an_array(estimator)
         if graph_features is not None:
             self._open_graph(fds[1], header.get("max_model_bytes"), graph_features)
         return {
@@ -265,11 +261,6 @@ class _State:
         if self.documents:  # the one column, as the sequence of documents the vectorizer was fitted on
             (model_input,) = columns.values()
             return model_input
-        if frame is not None and self.array_ok and all(columns[n].dtype.kind in "fib" for n in frame):
-            # The float array scikit-learn makes of the frame: pandas hands it over column-major
-            # (the transpose of one row per column), and so this does; the same memory layout gives
-            # the same sums, to the last bit.
-            return np.array([columns[n] for n in frame], dtype=np.float64).T
         return assemble(columns, list(columns), frame, self.categorical)
 
     def _sklearn(self, model_input: Any, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -333,36 +324,6 @@ def _column(values: Any) -> np.ndarray:
     if missing.any():
         column[missing] = math.nan
     return column
-
-
-# Steps that read a DataFrame's column names or dtypes: a model holding one gets the DataFrame.
-_NEEDS_A_FRAME = {
-    "ColumnTransformer",
-    "FunctionTransformer",
-    "FeatureUnion",
-    "CountVectorizer",
-    "TfidfVectorizer",
-    "HashingVectorizer",
-    "DictVectorizer",
-}
-
-
-def takes_an_array(estimator: Any) -> bool:
-    """Whether a model fitted on a DataFrame computes the same from the float array of its columns
-    (in the fitted order): every step one of scikit-learn's own, none of which reads column names
-    or dtypes (a ColumnTransformer, a FunctionTransformer, a text vectorizer do). scikit-learn only
-    checks the names it was fitted with, and warns without them (that warning is silenced)."""
-    steps = [s for _, s in estimator.steps] if hasattr(estimator, "steps") else [estimator]
-    for step in steps:
-        if hasattr(step, "steps"):
-            if not takes_an_array(step):
-                return False
-            continue
-        module = type(step).__module__
-        names = {cls.__name__ for cls in type(step).__mro__}
-        if not (module == "sklearn" or module.startswith("sklearn.")) or names & _NEEDS_A_FRAME:
-            return False
-    return True
 
 
 def _one_thread(estimator: Any, depth: int = 0) -> None:
