@@ -186,14 +186,7 @@ class Client:
         if engine is not None:
             body["engine"] = engine
         answer = self._json("POST", f"{self._version_path(name, version)}/predict", json=body)
-        return Prediction(
-            model=answer["model"],
-            version=answer["version"],
-            predictions=answer["predictions"],
-            probabilities=answer.get("probabilities"),
-            engine=answer.get("engine"),
-            index=index,
-        )
+        return _prediction(answer, index)
 
     def predict_csv(
         self, name: str, csv_text: str | bytes, version: int | str | None = None, probabilities: bool = False
@@ -207,13 +200,7 @@ class Client:
             params={"return_probabilities": "true"} if probabilities else None,
             headers={"Content-Type": "text/csv; charset=utf-8", "Accept": "application/json"},
         )
-        return Prediction(
-            model=answer["model"],
-            version=answer["version"],
-            predictions=answer["predictions"],
-            probabilities=answer.get("probabilities"),
-            engine=answer.get("engine"),
-        )
+        return _prediction(answer)
 
     # -- administering -------------------------------------------------------------------------
     def push(
@@ -338,3 +325,15 @@ def _error(response: requests.Response) -> MaasError:
         return MaasError(response.status_code, body["error"])
     text = response.text.strip()[:500] or response.reason
     return MaasError(response.status_code, f"{response.status_code} {response.reason}: {text}")
+
+
+def _prediction(answer: dict[str, Any], index: Any = None) -> Prediction:
+    """A predict route's JSON answer as a Prediction (`index`: the rows' DataFrame index, if any)."""
+    return Prediction(
+        model=answer["model"],
+        version=answer["version"],
+        predictions=answer["predictions"],
+        probabilities=answer.get("probabilities"),
+        engine=answer.get("engine"),
+        index=index,
+    )

@@ -40,3 +40,20 @@ class InvalidRequest(InputError):
     def __init__(self, message: str, errors: Any) -> None:
         super().__init__(message)
         self.errors = errors
+
+
+def json_type(value: Any) -> str:
+    """A parsed JSON value's kind, as error messages name it ("a number", "an array", "null")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from model_store.features import FeatureSpec, FeatureType
-from serving.inference.errors import InvalidRows, TooManyRows
+from serving.inference.errors import InvalidRows, TooManyRows, json_type
 from serving.inference.tensors import Tensors
 from serving.inference.texttable import TextTable, Unreadable
 
@@ -48,7 +48,7 @@ def _check_value(feature: CompiledFeature, value: Any) -> str | None:
     """The problem with one value, or None if it is fine (None values are handled by the caller)."""
     kind = feature.type
     if type(value) not in feature.types:
-        return f"Must be {_A_VALUE_OF[kind]}, not {_json_type(value)}."
+        return f"Must be {_A_VALUE_OF[kind]}, not {json_type(value)}."
     if kind is FeatureType.NUMBER and not -NUMBER_LIMIT < value < NUMBER_LIMIT:
         return "Number out of range."  # huge ints, and 1e999 (JSON parses it as inf)
     if kind is FeatureType.INTEGER and not INT64_MIN <= value <= INT64_MAX:
@@ -63,22 +63,6 @@ def _check_value(feature: CompiledFeature, value: Any) -> str | None:
     if feature.maximum is not None and value > feature.maximum:
         return f"Must be at most {feature.maximum:g}."
     return None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _fast_array(feature: CompiledFeature, column: list[Any]) -> np.ndarray | None:
@@ -130,7 +114,7 @@ def _mixed_rows(data: list[Any]) -> InvalidRows:
     return InvalidRows(
         "The data mixes rows given as arrays with records given as objects (or other values): "
         "use arrays only or objects only.",
-        {str(i): {"_schema": [f"Must be {what}, not {_json_type(item)}."]} for i, item in odd.items()},
+        {str(i): {"_schema": [f"Must be {what}, not {json_type(item)}."]} for i, item in odd.items()},
     )
 
 
@@ -201,7 +185,7 @@ class InputSchema:
             return columns, len(data), errors
         raise InvalidRows(
             "'data' must be an object (columns or one record) or an array of records or of rows.",
-            [f"Must be an object or an array, not {_json_type(data)}."],
+            [f"Must be an object or an array, not {json_type(data)}."],
         )
 
     def _positional_columns(self, rows: list[Any]) -> dict[str, list[Any]]:

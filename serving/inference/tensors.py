@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from model_store.features import FeatureType
-from serving.inference.errors import InvalidRequest
+from serving.inference.errors import InvalidRequest, json_type
 
 if TYPE_CHECKING:
     from serving.inference.inputs import CompiledFeature
@@ -64,30 +64,16 @@ def _value_problem(datatype: str, value: Any) -> str | None:
     kind = type(value)
     if datatype in _INTEGER_RANGES:
         if kind is not int:
-            return f"{datatype} data holds {_describe(value)}."
+            return f"{datatype} data holds {json_type(value)}."
         low, high = _INTEGER_RANGES[datatype]
         return None if low <= value <= high else f"{value} is out of the range of {datatype}."
     if datatype in _FLOATS:
         if kind is float and not math.isfinite(value):
             return f"{datatype} data holds {value}, not a finite number."
-        return None if kind in (int, float) else f"{datatype} data holds {_describe(value)}."
+        return None if kind in (int, float) else f"{datatype} data holds {json_type(value)}."
     if datatype == "BOOL":
-        return None if kind is bool else f"BOOL data holds {_describe(value)}."
-    return None if kind is str else f"BYTES data holds {_describe(value)}, not a string."
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "null" if value is None else type(value).__name__
+        return None if kind is bool else f"BOOL data holds {json_type(value)}."
+    return None if kind is str else f"BYTES data holds {json_type(value)}, not a string."
 
 
 def _rows_of(name: str, shape: Any) -> int:
@@ -105,7 +91,7 @@ def _rows_of(name: str, shape: Any) -> int:
 def _flat_data(name: str, shape: list[int], data: Any) -> list[Any]:
     """The tensor's elements in row-major order: `data` flat, or nested as `shape` says."""
     if not isinstance(data, list):
-        raise _problem(name, f"data must be an array, not {_describe(data)}.")
+        raise _problem(name, f"data must be an array, not {json_type(data)}.")
     rows = shape[0]
     if len(data) != rows:
         raise _problem(name, f"data holds {len(data)} elements at its top level; shape {shape} needs {rows}.")
