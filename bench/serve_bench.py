@@ -65,6 +65,7 @@ MLSERVER_SPECS = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22")
 # The peers' venvs get the scikit-learn stack of this one, so that they load the same pickles.
 SAME_STACK = ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
 START_TIMEOUT_S = 120.0
+FLOOR = "Flask floor (no model)"
 
 
 # -- the two pipelines ------------------------------------------------------------------------------
@@ -177,6 +178,62 @@ def process_tree(root: int) -> list[int]:
         found.add(pid)
         todo.extend(c for c in parents.get(pid, []) if c not in found)
     return sorted(found)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, user + system CPU seconds so far) of each process still there."""
+    found = {}
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        found[pid] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+@dataclass
+class CpuShare:
+    """CPU milliseconds per request during one wrk run: the server's master and its direct
+    children (gunicorn's workers), the processes below them (maas: the zygotes and model runners),
+    and the load generator."""
+
+    web: float
+    below: float
+    wrk: float
+
+
+CpuMark = tuple[dict[int, tuple[int, float]], float]
+
+
+def cpu_mark(root: int) -> CpuMark:
+    """The CPU seconds so far of the server's processes and of this process's finished children (wrk)."""
+    return cpu_seconds(process_tree(root)), _children_cpu()
+
+
+def cpu_share(root: int, mark: CpuMark, requests_served: float) -> CpuShare:
+    """CPU per request since `mark`, over `requests_served` requests."""
+    before, wrk_before = mark
+    n = max(requests_served, 1.0)
+    web = below = 0.0
+    for pid, (parent, seconds) in cpu_seconds(process_tree(root)).items():
+        spent = seconds - before.get(pid, (0, 0.0))[1]
+        if pid == root or parent == root:
+            web += spent
+        else:
+            below += spent
+    return CpuShare(web * 1e3 / n, below * 1e3 / n, (_children_cpu() - wrk_before) * 1e3 / n)
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -571,6 +628,7 @@ class Load:
     p99_ms: float | None = None
     rps: float | None = None
     error: str | None = None
+    seconds: float | None = None  # wrk's own measured duration
 
 
 def preflight(request: Request) -> str | None:
@@ -603,7 +661,8 @@ def wrk(request: Request, threads: int, connections: int, seconds: float) -> Loa
     errors = {k: figures[k] for k in ("connect", "read", "write", "status", "timeout") if figures[k]}
     if errors or not figures["requests"]:
         return Load(error=f"wrk saw errors {errors} in {figures['requests']:.0f} requests")
-    return Load(figures["p50_us"] / 1e3, figures["p99_us"] / 1e3, figures["requests"] / (figures["duration_us"] / 1e6))
+    seconds = figures["duration_us"] / 1e6
+    return Load(figures["p50_us"] / 1e3, figures["p99_us"] / 1e3, figures["requests"] / seconds, seconds=seconds)
 
 
 @dataclass
@@ -614,10 +673,13 @@ class Figures:
     c16: Load
     batch: Load  # BATCH-row requests at concurrency 16
     rss_mb: float | None
+    cpu: CpuShare | None = None  # of the single-row run at concurrency 16
 
 
 def measure(system: System, pipeline: Pipeline, duration: float, warmup: float) -> Figures:
     loads = []
+    cpu = None
+    root = system.pid(pipeline)
     for rows, threads, connections in ((1, 1, 1), (1, 2, 16), (BATCH, 2, 16)):
         request = system.request(pipeline, rows)
         if request is None:
@@ -629,9 +691,13 @@ def measure(system: System, pipeline: Pipeline, duration: float, warmup: float) 
             continue
         if warmup > 0:
             wrk(request, 2, 16, warmup)
-        loads.append(wrk(request, threads, connections, duration))
-    rss = rss_bytes(process_tree(system.pid(pipeline))) / 2**20
-    return Figures(loads[0], loads[1], loads[2], rss_mb=rss)
+        mark = cpu_mark(root)
+        load = wrk(request, threads, connections, duration)
+        if (rows, connections) == (1, 16) and load.rps is not None and load.seconds is not None:
+            cpu = cpu_share(root, mark, load.rps * load.seconds)
+        loads.append(load)
+    rss = rss_bytes(process_tree(root)) / 2**20
+    return Figures(loads[0], loads[1], loads[2], rss_mb=rss, cpu=cpu)
 
 
 def in_process(pipeline: Pipeline, rows: int, budget_s: float) -> float:
@@ -785,7 +851,9 @@ class Results:
     def summary(self, label: str, pipeline: str) -> dict[str, float | None]:
         runs = self.servers.get(label, {}).get(pipeline, [])
         if not runs:
-            return dict.fromkeys(("p50_c1", "p99_c1", "rps_c16", "p99_c16", "rows_s", "rss_mb"))
+            return dict.fromkeys(
+                ("p50_c1", "p99_c1", "rps_c16", "p99_c16", "rows_s", "rss_mb", "cpu_web", "cpu_below", "cpu_wrk")
+            )
         return {
             "p50_c1": median([r.c1.p50_ms for r in runs]),
             "p99_c1": median([r.c1.p99_ms for r in runs]),
@@ -793,6 +861,9 @@ class Results:
             "p99_c16": median([r.c16.p99_ms for r in runs]),
             "rows_s": median([None if r.batch.rps is None else r.batch.rps * BATCH for r in runs]),
             "rss_mb": median([r.rss_mb for r in runs]),
+            "cpu_web": median([r.cpu.web if r.cpu else None for r in runs]),
+            "cpu_below": median([r.cpu.below if r.cpu else None for r in runs]),
+            "cpu_wrk": median([r.cpu.wrk if r.cpu else None for r in runs]),
         }
 
     def errors(self, label: str, pipeline: str) -> list[str]:
@@ -812,6 +883,10 @@ class Results:
         )
 
 
+CPU_HELP = (
+    "user + system time from /proc over the run, divided by the requests served; on 2 cores, "
+    "2000 ms of CPU per second is all there is"
+)
 TARGETS_HELP = "ratios of medians of rounds; latency ratios are maas / other (lower is better)"
 
 
@@ -835,6 +910,16 @@ def targets(
     for p in pipelines:
         flask = results.summary("minimal Flask (cached)", p)
         _, limit_rows = results.in_process_summary(p)
+        floor = results.summary(FLOOR, p)
+        rows.append(
+            (
+                "req/s c16 1 row, Flask floor (no model) / minimal Flask (the most a Flask app reaches)",
+                p,
+                ratio(floor["rps_c16"], flask["rps_c16"]),
+                "info",
+                None,
+            )
+        )
         for engine in ("onnx", "sklearn"):
             maas = results.summary(f"maas engine={engine}", p)
             rps_bound = 3.0 if engine == "onnx" else (1.5 if p == "numeric" else 1.0)
@@ -931,6 +1016,16 @@ def report(results: Results, systems: list[System], pipelines: list[Pipeline], p
             for error in sorted(set(results.errors(system.label, p))):
                 print(f"\nFAILED: {system.label}, {p}: {error}")
 
+    print(f"\n## CPU per single-row request at concurrency 16 (ms, medians of rounds; {CPU_HELP})\n")
+    print("| system | pipeline | master and workers | below them (maas: runners) | wrk | all |")
+    print("|---|---|---|---|---|---|")
+    for system in systems:
+        for p in names:
+            s = results.summary(system.label, p)
+            parts = [s["cpu_web"], s["cpu_below"], s["cpu_wrk"]]
+            total = None if any(v is None for v in parts) else sum(v for v in parts if v is not None)
+            print(f"| {system.label} | {p} | " + " | ".join(fmt(v, 3) for v in [*parts, total]) + " |")
+
     print("\n## maas: cold first prediction and a 200 MB upload\n")
     print("| pipeline | maas upload ms | maas first prediction ms | bare load + predict ms | ratio | bare, again ms |")
     print("|---|---|---|---|---|---|")
@@ -986,6 +1081,7 @@ def main() -> int:
     pipelines = [numeric_pipeline(), categorical_pipeline()]
     maas = Maas()
     systems: list[System] = [
+        FlaskApp(FLOOR, "floor"),
         FlaskApp("seed-style Flask (load per request)", "seed"),
         FlaskApp("minimal Flask (cached)", "minimal"),
         MaasEngine(maas, "sklearn"),
@@ -1058,6 +1154,7 @@ def _figures_dict(figures: Figures) -> dict[str, Any]:
         "c16": vars(figures.c16),
         f"batch{BATCH}_c16": vars(figures.batch),
         "rss_mb": figures.rss_mb,
+        "cpu_ms_per_request_c16": vars(figures.cpu) if figures.cpu else None,
     }
 
 

@@ -125,6 +125,10 @@ class Settings:
     # an alias move or a delete made elsewhere (another worker, another replica) is followed within
     # it; this worker's own writes at once (0: every prediction asks the database).
     alias_ttl_seconds: float = 1.0
+    # The largest artifact compiled to ONNX at upload (0: none is): compiling and verifying costs
+    # time and runner memory in proportion to the model (a 200 MB forest: a minute and over a GB),
+    # all inside the upload request. A larger one serves with scikit-learn, and says so.
+    compile_max_bytes: int = 64 << 20
 
     @property
     def admin_credentials(self) -> tuple[tuple[str, str], ...]:
@@ -163,6 +167,7 @@ class Settings:
             preload=_switch(env, "MAAS_PRELOAD", cls.preload),
             artifact_retry_seconds=_seconds(env, "MAAS_ARTIFACT_RETRY", cls.artifact_retry_seconds, zero=True),
             alias_ttl_seconds=_seconds(env, "MAAS_ALIAS_TTL", cls.alias_ttl_seconds, zero=True),
+            compile_max_bytes=_int(env, "MAAS_COMPILE_MAX_BYTES", cls.compile_max_bytes, minimum=0),
         )
         known = {f.name for f in fields(cls)}
         settings = replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})

@@ -92,7 +92,7 @@ def _register(rt: Runtime, name: str, upload: BinaryIO, metadata: Mapping[str, A
         # The example, or one row built from the schema: a version that cannot predict is refused now.
         _try_example(rt, runner, name, features, metadata.get("example"))
         try:
-            graph, engine_detail = _compile(rt, runner, name, features, metadata.get("example"))
+            graph, engine_detail = _compile(rt, runner, name, features, metadata.get("example"), stored.size_bytes)
         except (RunnerTimedOut, RunnerFailed) as exc:
             # Compiling is an extra: a model the converter chokes on still serves, from a fresh runner.
             runner.kill()
@@ -215,10 +215,21 @@ VERIFICATION_STRINGS = ("", "a", "zz-unseen", "0")
 
 
 def _compile(
-    rt: Runtime, runner: Runner, name: str, features: Sequence[FeatureSpec], example: Any
+    rt: Runtime, runner: Runner, name: str, features: Sequence[FeatureSpec], example: Any, size: int
 ) -> tuple[bytes | None, str | None]:
-    """Compile the upload to ONNX in its runner, verified on the example, the smoke row and rows
-    drawn from the schema: (the graph, None), or (None, why the version serves with scikit-learn only)."""
+    """Compile the upload (`size` bytes) to ONNX in its runner, verified on the example, the smoke
+    row and rows drawn from the schema: (the graph, None), or (None, why the version serves with
+    scikit-learn only)."""
+    limit = rt.settings.compile_max_bytes
+    detail: str | None
+    if size > limit:
+        detail = (
+            f"not compiled: the artifact ({size} bytes) is larger than MAAS_COMPILE_MAX_BYTES ({limit} bytes)"
+            if limit
+            else "not compiled: MAAS_COMPILE_MAX_BYTES is 0"
+        )
+        log.info("the upload of %s serves with scikit-learn only: %s", name, detail)
+        return None, detail
     inputs = rt.compile_inputs(name, None, features, runner.facts)
     batches = [inputs.check(example)] if example is not None else []  # checked by _try_example already
     batches.append(inputs.check(smoke_row(features)))

@@ -226,6 +226,43 @@ def test_a_model_that_does_not_convert_serves_with_sklearn_and_says_why(make_app
     assert "no onnx engine" in r.json["error"], r.json
 
 
+def test_an_artifact_above_the_compile_limit_serves_with_sklearn_and_says_why(
+    make_app: Any, numeric_pipeline: Any
+) -> None:
+    """MAAS_COMPILE_MAX_BYTES: a larger artifact is not compiled in the upload (a big ensemble
+    would take minutes and gigabytes there); the same model under the limit is."""
+    frame = _frame(5, seed=4)
+    client = make_app(compile_max_bytes=100).test_client()
+    created = upload(client, "big", numeric_pipeline)
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn"]
+    detail = created.json["engine_detail"]
+    assert f"({created.json['size_bytes']} bytes) is larger than MAAS_COMPILE_MAX_BYTES (100 bytes)" in detail, detail
+    r = client.post("/api/models/big/predict", json={"data": frame.to_dict("records"), "return_probabilities": True})
+    assert r.status_code == 200 and r.json["engine"] == "sklearn", r.json
+    assert r.json["predictions"] == numeric_pipeline.predict(frame).tolist()
+    r = client.post("/api/models/big/predict", json={"data": frame.to_dict("records"), "engine": "onnx"})
+    assert r.status_code == 422 and "no onnx engine" in r.json["message"], r.json
+
+    off = make_app(compile_max_bytes=0).test_client()
+    created = upload(off, "never", numeric_pipeline)
+    assert created.status_code == 201 and created.json["engines"] == ["sklearn"], created.json
+    assert created.json["engine_detail"] == "not compiled: MAAS_COMPILE_MAX_BYTES is 0"
+
+    under = make_app(compile_max_bytes=created.json["size_bytes"]).test_client()
+    assert upload(under, "fits", numeric_pipeline).json["engines"] == ["sklearn", "onnx"]
+
+
+def test_the_compile_limit_is_read_from_the_environment() -> None:
+    from serving.config import ConfigError, Settings
+
+    assert Settings.from_env({}).compile_max_bytes == 64 << 20
+    assert Settings.from_env({"MAAS_COMPILE_MAX_BYTES": "0"}).compile_max_bytes == 0
+    assert Settings.from_env({"MAAS_COMPILE_MAX_BYTES": "1000"}).compile_max_bytes == 1000
+    with pytest.raises(ConfigError, match="MAAS_COMPILE_MAX_BYTES must be at least 0"):
+        Settings.from_env({"MAAS_COMPILE_MAX_BYTES": "-1"})
+
+
 def test_a_text_pipeline_whose_graph_needs_other_operators_serves_with_sklearn(client: Any) -> None:
     """skl2onnx tokenizes with an operator of the com.microsoft domain: the runner's check refuses
     the graph at upload already, and the version says so."""
