@@ -6,9 +6,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 SCRIPT_LOCATION = str(Path(__file__).resolve().parent)
+# The PostgreSQL advisory lock the migrations run under: any 64-bit key no other program on the
+# database uses ("maas-mig" in ASCII).
+MIGRATION_LOCK_KEY = 0x6D6161732D6D6967
 
 
 def alembic_config(engine: Engine | None = None, connection=None) -> Config:
@@ -23,8 +26,16 @@ def alembic_config(engine: Engine | None = None, connection=None) -> Config:
 
 
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    """Bring the database schema up to `revision` (idempotent; safe to run at every start)."""
-    with engine.begin() as connection:
+    """Bring the database schema up to `revision` (idempotent; safe to run at every start).
+
+    Several processes may start at once (replicas on one registry): they apply the migrations one
+    at a time, in one transaction each, under a lock taken before Alembic reads the schema's
+    revision: PostgreSQL's transaction-level advisory lock, SQLite's write lock (BEGIN IMMEDIATE,
+    through registry.db's engine). The first one migrates; the others wait for its commit, then
+    find the schema current and change nothing."""
+    with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         command.upgrade(alembic_config(connection=connection), revision)
 
 
