@@ -79,6 +79,21 @@ class StrictJSONParser(FlaskParser):
         "json_or_csv": "load_json_or_csv",
     }
 
+    def load_querystring(self, req: flask.Request, schema: Any) -> Any:
+        """The query string; a parameter given more than once where the schema takes one value is
+        a 422 naming it (webargs alone would take the first and drop the rest, so that
+        `?force=true&force=maybe` meant true)."""
+        proxy = self._makeproxy(req.args, schema)
+        repeated = sorted(k for k in req.args if k not in proxy.multiple_keys and len(req.args.getlist(k)) > 1)
+        if repeated:
+            names = ", ".join(repr(k) for k in repeated)
+            raise RequestError(
+                422,
+                f"The query string gives {names} more than once: give each once.",
+                {"query": {k: ["Given more than once."] for k in repeated}},
+            )
+        return proxy
+
     def load_multipart(self, req: flask.Request, schema: Any) -> Any:
         with broken_framing_is_400():
             return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)

@@ -42,6 +42,16 @@ def test_delete_refused_while_the_model_has_versions(three: Any, query: str) -> 
     assert snapshot(three) == before
 
 
+@pytest.mark.parametrize("query", ["?force=true&force=maybe", "?force=true&force=true", "?force=false&force=true"])
+def test_a_query_parameter_given_twice_is_refused_and_nothing_is_deleted(three: Any, query: str) -> None:
+    before = snapshot(three)
+    r = three.delete(f"/api/admin/models/credit{query}", headers=ADMIN)
+    assert r.status_code == 422, r.json
+    assert r.json["code"] == 422 and "'force' more than once" in r.json["message"], r.json
+    assert r.json["errors"] == {"query": {"force": ["Given more than once."]}}
+    assert snapshot(three) == before
+
+
 def test_force_deletes_versions_and_aliases_and_numbers_go_on(app: Any, three: Any, credit_pipeline: Any) -> None:
     files = store_files(app)
     r = three.delete("/api/admin/models/credit?force=true", headers=ADMIN)
