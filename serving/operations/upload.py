@@ -220,12 +220,12 @@ def _compile(
     """Compile the upload (`size` bytes) to ONNX in its runner, verified on the example, the smoke
     row and rows drawn from the schema: (the graph, None), or (None, why the version serves with
     scikit-learn only)."""
-    limit = rt.settings.compile_max_bytes
+    compile_limit = rt.settings.compile_max_bytes
     detail: str | None
-    if size > limit:
+    if size > compile_limit:
         detail = (
-            f"not compiled: the artifact ({size} bytes) is larger than MAAS_COMPILE_MAX_BYTES ({limit} bytes)"
-            if limit
+            f"not compiled: the artifact ({size} bytes) is larger than MAAS_COMPILE_MAX_BYTES ({compile_limit} bytes)"
+            if compile_limit
             else "not compiled: MAAS_COMPILE_MAX_BYTES is 0"
         )
         log.info("the upload of %s serves with scikit-learn only: %s", name, detail)
