@@ -152,14 +152,19 @@ def _joblib_size(model: Any) -> int:
 
 
 # -- processes, process trees and their RSS --------------------------------------------------------
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, session id) of a process, or None when it is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command's name (state first), or None when gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), int(fields[3])
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, session id) of a process, or None when it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[3]))
 
 
 def process_tree(root: int) -> list[int]:
@@ -187,12 +192,8 @@ def cpu_seconds(pids: list[int]) -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, user + system CPU seconds so far) of each process still there."""
     found = {}
     for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        found[pid] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        if (fields := _stat_fields(pid)) is not None:
+            found[pid] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
     return found
 
 
