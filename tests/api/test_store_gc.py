@@ -299,7 +299,10 @@ def test_gc_waits_for_an_uncommitted_version_of_its_candidate(
     output = gc.communicate(timeout=GC_TIMEOUT_S)[0]
     assert gc.returncode == 0, output
     assert f"kept {rel(store, version['sha256'])} (referenced or modified since it was listed)" in output
-    assert summary(output) == (0, 0), output
+    # With no grace period, gc may take the name of the upload's own spool once the upload has
+    # committed and before its request has ended (a hard link of the artifact: the artifact stays).
+    removed = [line for line in output.splitlines() if line.startswith("removed ") and "bytes;" not in line]
+    assert all(line.startswith("removed tmp/upload-") for line in removed), output
     assert store.exists(version["sha256"])
     predicts(client, "strings", 1, STRING_ROW, string_classifier)
 
