@@ -10,10 +10,10 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from model_store.errors import ArtifactTooLarge, ArtifactUnavailable, StoreClaimed, StoreWriteFailed
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 class StoredArtifact:
     sha256: str
     size_bytes: int
-    path: Path
     created: bool  # False when identical bytes were already stored
     # The mtime put() left on the file: whoever finds it later than this has touched it since
     # (another put() of the same bytes), which is what a failed upload's cleanup must respect.
@@ -41,13 +40,62 @@ class StoredArtifact:
 
 
 @dataclass(frozen=True)
-class StoreFile:
-    """A file found in the store: an artifact (`sha256` set) or an upload's temp file (None)."""
+class StoredFile(StoredArtifact):
+    """What the directory store's put() stored: with the file's path."""
 
     path: Path
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    """A file found in the store: an artifact (`sha256` set) or an upload's temp file (None).
+
+    `name` is its place in the store (`objects/ab/ab12...`, `tmp/upload-x.part`), as gc prints it;
+    `upload_id` is set for an unfinished multipart upload of object storage.
+    """
+
+    name: str
     sha256: str | None
     size_bytes: int
     mtime: float
+    upload_id: str | None = None
+
+
+def object_name(sha256: str) -> str:
+    """Where an artifact lives in any store, relative to its root: `objects/<2 hex>/<sha256>`."""
+    if not _is_sha256(sha256):
+        raise ArtifactUnavailable("Invalid artifact digest.")
+    return f"objects/{sha256[:2]}/{sha256}"
+
+
+class ModelStore(Protocol):
+    """What the server asks of a model store: the directory (ArtifactStore) or object storage
+    (model_store.s3.S3Store). Both address artifacts by sha256 and verify them when opened."""
+
+    @property
+    def location(self) -> str: ...
+
+    def init(self) -> None: ...
+
+    def spool(self) -> Spool: ...
+
+    def put(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredArtifact: ...
+
+    def opened(self, sha256: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def artifacts(self) -> Iterator[StoreFile]: ...
+
+    def partial_uploads(self) -> Iterator[StoreFile]: ...
+
+    def remove_stale(self, file: StoreFile, cutoff: float) -> int | None: ...
+
+    def owner(self) -> str | None: ...
+
+    def claim(self, registry_id: str) -> bool: ...
+
+    def check(self) -> None: ...
 
 
 def _fsync_dir(path: Path) -> None:
@@ -58,14 +106,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _stat_file(path: Path, sha256: str | None) -> StoreFile | None:
+def _stat_file(path: Path, name: str, sha256: str | None) -> StoreFile | None:
     try:
         st = path.lstat()
     except FileNotFoundError:  # removed since it was listed
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return StoreFile(path, sha256, st.st_size, st.st_mtime)
+    return StoreFile(name, sha256, st.st_size, st.st_mtime)
 
 
 def _check_size(size: int, max_bytes: int | None) -> None:
@@ -77,7 +125,7 @@ def _is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def _open_checked(path: Path, sha256: str) -> BinaryIO:
+def open_checked(path: Path, sha256: str) -> BinaryIO:
     """The artifact opened, after its bytes were hashed and found to be `sha256` (rewound);
     raises ArtifactUnavailable when it is missing, unreadable or damaged."""
     f: BinaryIO | None = None
@@ -102,7 +150,7 @@ def _open_checked(path: Path, sha256: str) -> BinaryIO:
 
 
 @contextlib.contextmanager
-def _writing() -> Iterator[None]:
+def writing() -> Iterator[None]:
     """OSError of the store's file system as StoreWriteFailed: a full disk or an I/O error is
     the store's state, answered as such (503), not a fault of the server's code."""
     try:
@@ -126,15 +174,15 @@ class Spool(io.BufferedRandom):
         self.path = path
 
     def write(self, data: Buffer) -> int:
-        with _writing():
+        with writing():
             return super().write(data)
 
     def flush(self) -> None:
-        with _writing():
+        with writing():
             super().flush()
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        with _writing():
+        with writing():
             return super().seek(offset, whence)
 
     def close(self) -> None:
@@ -150,6 +198,48 @@ class Spool(io.BufferedRandom):
                 self.path.unlink(missing_ok=True)  # `maas store gc` may have taken it already
             except OSError as exc:  # left for `maas store gc`
                 log.warning("could not remove the upload spool %s: %s", self.path, exc.strerror)
+
+
+def new_spool(tmp: Path, make_dirs: Callable[[], None]) -> Spool:
+    """A Spool in `tmp`, named as partial uploads are. Raises StoreWriteFailed."""
+    with writing():
+        try:
+            fd, name = tempfile.mkstemp(dir=tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
+        except FileNotFoundError:
+            # tmp/ was removed under the running server (a clean-up by hand): made again
+            # here rather than checked before every upload.
+            make_dirs()
+            fd, name = tempfile.mkstemp(dir=tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
+    return Spool(fd, Path(name))
+
+
+def spooled_uploads(tmp: Path) -> Iterator[StoreFile]:
+    """The upload temp files in `tmp` (named `tmp/...`)."""
+    if not tmp.is_dir():
+        return
+    for path in sorted(tmp.glob(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}")):
+        found = _stat_file(path, f"tmp/{path.name}", None)
+        if found is not None:
+            yield found
+
+
+def remove_spooled(tmp: Path, file: StoreFile, cutoff: float) -> int | None:
+    """Remove an upload temp file listed by spooled_uploads(tmp) unless modified after `cutoff`."""
+    folder, _, base = file.name.partition("/")
+    if folder != "tmp" or "/" in base or not Path(base).match(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}"):
+        raise ValueError(f"{file.name} is not an upload temp file")
+    return _unlink_unless_newer(tmp / base, file.name, None, cutoff)
+
+
+def _unlink_unless_newer(path: Path, name: str, sha256: str | None, cutoff: float) -> int | None:
+    current = _stat_file(path, name, sha256)
+    if current is None or current.mtime > cutoff:
+        return None
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return current.size_bytes
 
 
 class ArtifactStore:
@@ -171,9 +261,11 @@ class ArtifactStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, sha256: str) -> Path:
-        if not _is_sha256(sha256):
-            raise ArtifactUnavailable("Invalid artifact digest.")
-        return self.objects / sha256[:2] / sha256
+        return self.root / object_name(sha256)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def spool(self) -> Spool:
         """A temp file in the store for upload bytes on their way in; its name goes when closed.
@@ -182,30 +274,22 @@ class ArtifactStore:
         `maas store gc`'s to remove, and on the store's file system, so that put() can take it
         by a hard link instead of copying it. Raises StoreWriteFailed.
         """
-        with _writing():
-            try:
-                fd, name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
-            except FileNotFoundError:
-                # tmp/ was removed under the running server (a clean-up by hand): made again
-                # here rather than checked before every upload.
-                self.init()
-                fd, name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
-        return Spool(fd, Path(name))
+        return new_spool(self.tmp, self.init)
 
-    def put(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredArtifact:
+    def put(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredFile:
         """Store the bytes of `stream` under their sha256; never holds them in memory.
 
         A spool() file of this store is hashed and linked into place; any other stream is
         copied in chunks, hashed as it goes. Raises ArtifactTooLarge past `max_bytes` (nothing
         is left behind), StoreWriteFailed when the file system refuses.
         """
-        with _writing():
+        with writing():
             self.init()
             if isinstance(stream, Spool) and stream.path.parent.resolve() == self.tmp.resolve():
                 return self._adopt(stream, max_bytes)
             return self._copy_in(stream, max_bytes)
 
-    def _copy_in(self, stream: BinaryIO, max_bytes: int | None) -> StoredArtifact:
+    def _copy_in(self, stream: BinaryIO, max_bytes: int | None) -> StoredFile:
         digest = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX)
@@ -229,12 +313,12 @@ class ArtifactStore:
             self._make_shard(final.parent)
             os.replace(tmp_path, final)
             self._sync_placed(final)
-            return StoredArtifact(sha256, size, final, created=True, mtime=mtime)
+            return StoredFile(sha256, size, created=True, mtime=mtime, path=final)
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
 
-    def _adopt(self, spool: Spool, max_bytes: int | None) -> StoredArtifact:
+    def _adopt(self, spool: Spool, max_bytes: int | None) -> StoredFile:
         spool.flush()
         _check_size(os.fstat(spool.fileno()).st_size, max_bytes)
         digest = hashlib.sha256()
@@ -263,9 +347,9 @@ class ArtifactStore:
             spool.seek(0)
             return self._copy_in(spool, max_bytes)
         self._sync_placed(final)
-        return StoredArtifact(sha256, st.st_size, final, created=True, mtime=st.st_mtime)
+        return StoredFile(sha256, st.st_size, created=True, mtime=st.st_mtime, path=final)
 
-    def _found(self, sha256: str, size: int) -> StoredArtifact | None:
+    def _found(self, sha256: str, size: int) -> StoredFile | None:
         """The stored file of these bytes, touched, or None when there is none."""
         final = self.path_for(sha256)
         # Identical bytes are already here, perhaps as an orphan that `maas store gc` is about
@@ -282,7 +366,7 @@ class ArtifactStore:
             os.utime(final, ns=(now, now))
         except FileNotFoundError:
             return None
-        return StoredArtifact(sha256, size, final, created=False, mtime=now / 1e9)
+        return StoredFile(sha256, size, created=False, mtime=now / 1e9, path=final)
 
     def _make_shard(self, shard: Path) -> None:
         with contextlib.suppress(FileExistsError):
@@ -302,7 +386,7 @@ class ArtifactStore:
         artifact after the check is never the one loaded, and runners need no access to the store.
         Raises ArtifactUnavailable when it is missing or damaged.
         """
-        with _open_checked(self.path_for(sha256), sha256) as f:
+        with open_checked(self.path_for(sha256), sha256) as f:
             f.seek(0)
             yield f
 
@@ -321,18 +405,13 @@ class ArtifactStore:
                 continue
             for path in sorted(shard.iterdir()):
                 if _is_sha256(path.name) and path.name[:2] == shard.name:
-                    found = _stat_file(path, path.name)
+                    found = _stat_file(path, object_name(path.name), path.name)
                     if found is not None:
                         yield found
 
     def partial_uploads(self) -> Iterator[StoreFile]:
         """The temp files of uploads: in progress, or left behind by a process that died."""
-        if not self.tmp.is_dir():
-            return
-        for path in sorted(self.tmp.glob(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}")):
-            found = _stat_file(path, None)
-            if found is not None:
-                yield found
+        return spooled_uploads(self.tmp)
 
     def remove_stale(self, file: StoreFile, cutoff: float) -> int | None:
         """Remove an artifact or upload temp file listed by this store unless it was modified
@@ -344,20 +423,9 @@ class ArtifactStore:
         after writing its version row. Empty shard directories are kept: put() creates them
         without a lock and would race with their removal.
         """
-        if file.sha256 is not None:
-            path = self.path_for(file.sha256)
-        elif file.path.parent == self.tmp and file.path.match(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}"):
-            path = file.path
-        else:
-            raise ValueError(f"{file.path} is neither an artifact nor an upload of the store at {self.root}")
-        current = _stat_file(path, file.sha256)
-        if current is None or current.mtime > cutoff:
-            return None
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return None
-        return current.size_bytes
+        if file.sha256 is None:
+            return remove_spooled(self.tmp, file, cutoff)
+        return _unlink_unless_newer(self.path_for(file.sha256), file.name, file.sha256, cutoff)
 
     def owner(self) -> str | None:
         """The id of the registry this store belongs to, or None when no registry claimed it."""

@@ -6,7 +6,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model_store.store import ModelStore
 
 
 class ConfigError(ValueError):
@@ -129,6 +132,14 @@ class Settings:
     # time and runner memory in proportion to the model (a 200 MB forest: a minute and over a GB),
     # all inside the upload request. A larger one serves with scikit-learn, and says so.
     compile_max_bytes: int = 64 << 20
+    # S3-compatible object storage instead of store_dir (s3://bucket/prefix), its endpoint for
+    # non-AWS services (credentials: the standard AWS variables), the local cache of the artifacts a
+    # replica opened (bounded, keyed by sha256, hashed again when opened), and the multipart part size.
+    store_url: str | None = None
+    s3_endpoint_url: str | None = None
+    store_cache_dir: str = "maas-data/cache"
+    store_cache_bytes: int = 4 << 30
+    s3_part_bytes: int = 8 << 20
 
     @property
     def admin_credentials(self) -> tuple[tuple[str, str], ...]:
@@ -168,6 +179,11 @@ class Settings:
             artifact_retry_seconds=_seconds(env, "MAAS_ARTIFACT_RETRY", cls.artifact_retry_seconds, zero=True),
             alias_ttl_seconds=_seconds(env, "MAAS_ALIAS_TTL", cls.alias_ttl_seconds, zero=True),
             compile_max_bytes=_int(env, "MAAS_COMPILE_MAX_BYTES", cls.compile_max_bytes, minimum=0),
+            store_url=env.get("MAAS_STORE_URL") or None,
+            s3_endpoint_url=env.get("MAAS_S3_ENDPOINT_URL") or None,
+            store_cache_dir=env.get("MAAS_STORE_CACHE_DIR") or cls.store_cache_dir,
+            store_cache_bytes=_int(env, "MAAS_STORE_CACHE_BYTES", cls.store_cache_bytes, minimum=0),
+            s3_part_bytes=_int(env, "MAAS_S3_PART_BYTES", cls.s3_part_bytes, minimum=5 << 20),
         )
         known = {f.name for f in fields(cls)}
         settings = replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
@@ -177,4 +193,34 @@ class Settings:
                 f"MAAS_WORKER_TIMEOUT ({settings.worker_timeout} s) must be longer than "
                 f"MAAS_PREDICT_TIMEOUT ({settings.predict_timeout:g} s)"
             )
+        if settings.store_url is not None:
+            from model_store.s3 import parse_store_url
+
+            try:
+                parse_store_url(settings.store_url)
+            except ValueError:
+                raise ConfigError(
+                    f"MAAS_STORE_URL must be s3://bucket or s3://bucket/prefix, not {settings.store_url!r}"
+                ) from None
         return settings
+
+    def open_store(self) -> ModelStore:
+        """The model store these settings name: object storage when store_url is set, else the
+        directory store_dir. Raises ConfigError when S3 is asked for and boto3 is not installed."""
+        if self.store_url is None:
+            from model_store.store import ArtifactStore
+
+            return ArtifactStore(self.store_dir)
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            raise ConfigError("MAAS_STORE_URL needs boto3: pip install 'maas[s3]'") from None
+        from model_store.s3 import S3Store
+
+        return S3Store(
+            self.store_url,
+            cache_dir=self.store_cache_dir,
+            cache_bytes=self.store_cache_bytes,
+            endpoint_url=self.s3_endpoint_url,
+            part_bytes=self.s3_part_bytes,
+        )

@@ -9,6 +9,7 @@ directory it is in.
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tests.support.databases import (
     sqlite_copy,
 )
 from tests.support.live import Server, ServerFailed, launch
+from tests.support.s3 import CREDENTIALS, S3Endpoint, moto_server
 
 TIERS = ("unit", "api", "system")
 # System tests whose outcome depends on timing (locks held for seconds, kills mid-request, relays
@@ -101,6 +103,36 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield f"sqlite:///{tmp_path / 'empty.db'}"
     else:
         yield from postgres_database()
+
+
+# -- the S3 endpoint ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """moto's server over real HTTP, one per test process; its credentials in this process's
+    environment (boto3 reads them there, as it does in `maas serve`)."""
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    try:
+        with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+            yield endpoint
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def s3_settings(s3: S3Endpoint, database_url: str, tmp_path: Path) -> Settings:
+    """A test's settings with its store in a bucket of its own (and a local cache of its own)."""
+    return Settings(
+        database_url=database_url,
+        store_url=f"s3://{s3.new_bucket()}/models",
+        s3_endpoint_url=s3.url,
+        store_cache_dir=str(tmp_path / "cache"),
+        admin_token=ADMIN_TOKEN,
+    )
 
 
 # -- apps -------------------------------------------------------------------------------------

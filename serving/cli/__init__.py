@@ -12,12 +12,15 @@ import importlib
 import logging
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from serving.config import ConfigError, Settings
 from serving.telemetry.logs import install_log_record_ids
+
+if TYPE_CHECKING:
+    from model_store.store import ModelStore
 
 # name -> "module:attribute" of the command, relative to this package.
 SUBCOMMANDS = {
@@ -77,6 +80,14 @@ def settings_from_env(**overrides: Any) -> Settings:
     """Settings.from_env, a ConfigError as click's usage error (exit 2, one line)."""
     try:
         return Settings.from_env(**overrides)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def store_of(settings: Settings) -> ModelStore:
+    """settings.open_store(), a ConfigError as click's usage error."""
+    try:
+        return settings.open_store()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 

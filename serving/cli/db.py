@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from serving.cli import settings_from_env
+from serving.cli import settings_from_env, store_of
 
 if TYPE_CHECKING:
     from registry.db import Database
@@ -41,13 +41,14 @@ def claim_store(settings: Settings, database: Database) -> None:
     """Claim the model store for this registry (or check it is already its own); a store of
     another registry is a one-line error, exit 1."""
     from model_store.errors import StoreClaimed
-    from model_store.store import ArtifactStore
     from serving.operations import store_claim
 
     try:
-        store_claim.claim_store(database, ArtifactStore(settings.store_dir))
+        store_claim.claim_store(database, store_of(settings))
     except StoreClaimed as exc:
         raise click.ClickException(exc.message) from None
+    except OSError as exc:
+        raise click.ClickException(f"the model store at {store_of(settings).location} does not answer: {exc}") from None
 
 
 @click.group()

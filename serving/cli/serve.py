@@ -97,6 +97,7 @@ def _serve(
     click.echo(
         f"maas serving on http://{host}:{port} ({workers} workers)"
         f" - database {database.engine.url.render_as_string(hide_password=True)}"
+        f" - model store {settings.store_url or settings.store_dir}"
     )
     install_access_log()  # stderr, one JSON object per line: the workers inherit it
     GunicornServer(settings, gunicorn_options(settings, host, port, workers, threads)).run()

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from serving.cli import Duration, settings_from_env
+from serving.cli import Duration, settings_from_env, store_of
 from serving.cli.db import open_database
 
 if TYPE_CHECKING:
-    from model_store.store import ArtifactStore, StoreFile
+    from model_store.store import ModelStore, StoreFile
     from registry.db import Database
 
 
@@ -38,7 +38,7 @@ def _require_registry(database_url: str) -> None:
         raise click.ClickException(f"no registry database at {url.database}: nothing removed")
 
 
-def _require_own_store(database: Database, store: ArtifactStore) -> None:
+def _require_own_store(database: Database, store: ModelStore) -> None:
     """Refuse, with one line and nothing removed, a store that is not this registry's: gc would
     take every artifact of another registry for an orphan."""
     from model_store.errors import StoreClaimed
@@ -55,18 +55,16 @@ def _require_own_store(database: Database, store: ArtifactStore) -> None:
         # its artifacts could be any registry's. Empty, it has nothing of anyone's to lose.
         if next(store.artifacts(), None) is not None:
             raise click.ClickException(
-                f"the model store at {store.root} belongs to no registry yet: run `maas db upgrade` "
+                f"the model store at {store.location} belongs to no registry yet: run `maas db upgrade` "
                 "with this store and database to claim it: nothing removed"
             )
     elif owner != rid:
-        raise click.ClickException(StoreClaimed(str(store.root), owner, rid).message + ": nothing removed")
+        raise click.ClickException(StoreClaimed(str(store.location), owner, rid).message + ": nothing removed")
 
 
-def _describe(store: ArtifactStore, file: StoreFile, now: float) -> str:
+def _describe(store: ModelStore, file: StoreFile, now: float) -> str:
     what = "unreferenced artifact" if file.sha256 is not None else "interrupted upload"
-    return (
-        f"{file.path.relative_to(store.root)} ({file.size_bytes} bytes, {what}, modified {_age(now - file.mtime)} ago)"
-    )
+    return f"{file.name} ({file.size_bytes} bytes, {what}, modified {_age(now - file.mtime)} ago)"
 
 
 def _plural(count: int, noun: str) -> str:
@@ -94,12 +92,11 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
     when older than the grace period."""
     from sqlalchemy.exc import DBAPIError
 
-    from model_store.store import ArtifactStore
     from serving.operations.store_gc import find_garbage, remove_garbage
 
     settings = settings_from_env(database_url=database_url, store_dir=store_dir)
     _require_registry(settings.database_url)
-    store = ArtifactStore(settings.store_dir)
+    store = store_of(settings)
     database = open_database(settings.database_url)
     now = time.time()
     cutoff = now - grace_period
@@ -114,7 +111,7 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
                 click.echo(f"would remove {_describe(store, file, now)}")
         else:
             for outcome in remove_garbage(database, store, garbage, cutoff):
-                path = outcome.file.path.relative_to(store.root)
+                path = outcome.file.name
                 if outcome.error is not None:
                     failed.append(str(path))
                     reason = outcome.error.strerror or type(outcome.error).__name__

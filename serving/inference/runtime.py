@@ -17,7 +17,6 @@ from sqlalchemy import event
 
 from model_store.errors import ArtifactUnavailable, InvalidArtifact, PredictionFailed, RunnerFailed, RunnerTimedOut
 from model_store.features import FeatureSpec
-from model_store.store import ArtifactStore
 from registry import service
 from registry.db import Database, is_disconnect
 from registry.errors import NotFound
@@ -94,7 +93,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
-        self.store = ArtifactStore(settings.store_dir)
+        self.store = settings.open_store()
         self.runners = RunnerPool(
             RunnerLimits(
                 memory_bytes=settings.runner_memory,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from model_store.store import ArtifactStore
+from model_store.store import ModelStore
 from registry import service
 from registry.db import Database
 
@@ -23,7 +23,7 @@ def registry_id(database: Database) -> str | None:
         return service.registry_id(session)
 
 
-def claim_store(database: Database, store: ArtifactStore) -> str | None:
+def claim_store(database: Database, store: ModelStore) -> str | None:
     """Claim `store` for this registry, or check that it already belongs to it; returns the
     registry's id (None, nothing checked, when the database has none yet).
 
@@ -47,7 +47,7 @@ def claim_store(database: Database, store: ArtifactStore) -> str | None:
         log.warning(
             "the model store at %s held artifacts and no owner: it now belongs to registry %s. If another "
             "registry shares it, give that one a store of its own (MAAS_STORE_DIR) before its next start.",
-            store.root,
+            store.location,
             rid,
         )
     return rid

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from model_store.store import ArtifactStore, StoreFile
+from model_store.store import ModelStore, StoreFile
 from registry import service
 from registry.db import Database
 
@@ -21,7 +21,7 @@ class Garbage:
     recent: int = 0
 
 
-def find_garbage(database: Database, store: ArtifactStore, cutoff: float) -> Garbage:
+def find_garbage(database: Database, store: ModelStore, cutoff: float) -> Garbage:
     """Artifacts no version references and upload temp files, both modified before `cutoff`."""
     # The store is listed before the references are read: a version committed in between
     # is then among the references. A file stored after the listing is not a candidate.
@@ -54,14 +54,14 @@ class Removal:
     error: OSError | None = None
 
 
-def _remove(store: ArtifactStore, file: StoreFile, cutoff: float) -> Removal:
+def _remove(store: ModelStore, file: StoreFile, cutoff: float) -> Removal:
     try:
         return Removal(file, store.remove_stale(file, cutoff))
     except OSError as exc:  # this file only: the others are still removed
         return Removal(file, None, exc)
 
 
-def remove_garbage(database: Database, store: ArtifactStore, garbage: Garbage, cutoff: float) -> Iterator[Removal]:
+def remove_garbage(database: Database, store: ModelStore, garbage: Garbage, cutoff: float) -> Iterator[Removal]:
     """Remove what find_garbage found, unless it changed since; yields what became of each
     file (removed, kept after all, or an OSError: one file that cannot be removed does not
     stop the others).

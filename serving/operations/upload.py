@@ -27,7 +27,7 @@ from model_store.errors import (
 )
 from model_store.features import MAX_FEATURES, POSITIONAL, FeatureSpec, FeatureType, typed_by_example
 from model_store.loader import check_artifact
-from model_store.store import StoredArtifact, StoreFile
+from model_store.store import StoredArtifact, StoreFile, object_name
 from registry import service
 from registry.errors import Conflict, InvalidInput, RegistryError
 from registry.models import ModelVersion
@@ -336,7 +336,7 @@ def _forget_artifact(rt: Runtime, stored: StoredArtifact) -> None:
     try:
         with rt.db.write() as session:
             if not service.sha256_in_use(session, stored.sha256, hold_writers=True):
-                file = StoreFile(stored.path, stored.sha256, stored.size_bytes, stored.mtime)
+                file = StoreFile(object_name(stored.sha256), stored.sha256, stored.size_bytes, stored.mtime)
                 rt.store.remove_stale(file, cutoff=stored.mtime)
     except Exception:  # cleanup must not hide the original error; `maas store gc` mops up
         log.exception("could not remove artifact %s after a failed upload", stored.sha256)

@@ -32,7 +32,8 @@ import sqlalchemy as sa
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LinearRegression
 
-from model_store.store import ArtifactStore
+from model_store.s3 import S3Store
+from model_store.store import ArtifactStore, ModelStore, object_name
 from registry.models import ModelVersion
 from tests.support import ADMIN, ADMIN_TOKEN, CREDIT_ROW, joblib_bytes
 from tests.support import upload_live as upload
@@ -59,12 +60,30 @@ class Deployment:
 
     env: dict[str, str]
     cwd: Path
-    store: ArtifactStore
+    store: ModelStore  # what the server's store holds: a directory, or a bucket and the server's cache
     spool: Path  # the workers' TMPDIR: werkzeug's default spool for uploads, which maas must not use
 
 
-@pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Deployment:
+def stored_bytes(store: ModelStore, sha256: str) -> bytes | None:
+    """An artifact's bytes as the store holds them (the bucket's, not a cached copy); None when missing."""
+    if isinstance(store, S3Store):
+        try:
+            body: bytes = store.client.get_object(Bucket=store.bucket, Key=store.prefix + object_name(sha256))[
+                "Body"
+            ].read()
+        except store.client.exceptions.NoSuchKey:
+            return None
+        return body
+    assert isinstance(store, ArtifactStore)
+    path = store.path_for(sha256)
+    return path.read_bytes() if path.is_file() else None
+
+
+@pytest.fixture(params=["directory", "s3"])
+def deployment(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Deployment:
+    """The server's environment, on the model store of each kind: a directory, or a bucket on
+    moto's server (on SQLite only: what a killed server leaves in PostgreSQL does not depend on
+    where the bytes are)."""
     spool, cwd = tmp_path / "spool", tmp_path / "cwd"
     spool.mkdir()
     cwd.mkdir()
@@ -74,7 +93,18 @@ def deployment(database_url: str, tmp_path: Path) -> Deployment:
         MAAS_STORE_DIR=str(tmp_path / "store"),
         TMPDIR=str(spool),
     )
-    return Deployment(env, cwd, ArtifactStore(tmp_path / "store"), spool)
+    if request.param == "directory":
+        return Deployment(env, cwd, ArtifactStore(tmp_path / "store"), spool)
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the S3 store's crash runs are on SQLite")
+    s3 = request.getfixturevalue("s3")
+    env.update(
+        MAAS_STORE_URL=f"s3://{s3.new_bucket()}/models",
+        MAAS_STORE_CACHE_DIR=str(tmp_path / "cache"),
+        **s3.environment(),
+    )
+    store = S3Store(env["MAAS_STORE_URL"], cache_dir=tmp_path / "cache", cache_bytes=1 << 30, endpoint_url=s3.url)
+    return Deployment(env, cwd, store, spool)
 
 
 def kill(server: Server) -> None:
@@ -200,7 +230,7 @@ def all_versions(server: Server) -> dict[tuple[str, int], str]:
 
 def check_every_version(
     server: Server,
-    store: ArtifactStore,
+    store: ModelStore,
     rows: dict[str, tuple[Any, list[dict[str, Any]]]],
     predicted: set[tuple[str, int]] | None = None,
 ) -> dict[tuple[str, int], str]:
@@ -209,9 +239,9 @@ def check_every_version(
     predict again; the others are added to it. Returns the versions."""
     versions = all_versions(server)
     for (name, number), sha256 in versions.items():
-        path = store.path_for(sha256)
-        assert path.is_file(), f"{name} version {number}: no artifact {sha256} in the store"
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256, f"{name} version {number}: damaged"
+        stored = stored_bytes(store, sha256)
+        assert stored is not None, f"{name} version {number}: no artifact {sha256} in the store"
+        assert hashlib.sha256(stored).hexdigest() == sha256, f"{name} version {number}: damaged"
         if predicted is not None and (name, number) in predicted:
             continue
         estimator, data = rows[sha256]
@@ -372,7 +402,8 @@ def test_sigkill_mid_upload_never_leaves_a_version_without_its_file(
     assert_no_orphans(deployment, versions)
     assert check_every_version(server, deployment.store, rows) == versions
     print(
-        f"\n[{database_url.split(':')[0]}] crash rounds {ROUNDS} (seed {SEED}); large upload on the server's disk "
+        f"\n[{database_url.split(':')[0]}, {deployment.store.location}] crash rounds {ROUNDS} (seed {SEED}); "
+        f"large upload on the server's disk "
         f"when killed {[f'{mb:.1f}' for mb in on_disk_per_round]} MB of {BIG_UPLOAD_BYTES // MB}; uploads in flight "
         f"when killed {in_flight_per_round}; upload temp files left in the store {parts_left_per_round}; uploads "
         f"acknowledged {len(acknowledged)}; versions found {len(versions)} ({len(versions) - len(acknowledged) - 2} "
@@ -410,6 +441,7 @@ def test_upload_whose_spool_gc_removed_midway_is_stored(
     check_every_version(server, deployment.store, {body["sha256"]: (forest, REG_ROWS)})
     assert_no_orphans(deployment, {("slow", 1): body["sha256"]})
     print(
-        f"\n[{database_url.split(':')[0]}] spool of a {len(payload) / MB:.1f} MB upload removed by gc "
+        f"\n[{database_url.split(':')[0]}, {deployment.store.location}] spool of a {len(payload) / MB:.1f} MB "
+        "upload removed by gc "
         f"mid-upload ({removed_count(gc_output)} file); upload answered {status}; the version predicts"
     )
