@@ -119,7 +119,10 @@ class Runtime:
         # (model, selector) -> version, fresh for MAAS_ALIAS_TTL: most predictions never ask the
         # database (versions are immutable; an alias move or a delete elsewhere is seen within the
         # TTL, one made through this worker at once: forget_model).
-        self._fresh: TTLCache[tuple[str, int | str], VersionRef] | None = (
+        # Each entry holds the time its database read began: it is fresh for the TTL from then,
+        # not from when the answer arrived (on a loaded machine that can be much later), so a change
+        # committed after the read is followed within the TTL of the commit, however slow the read.
+        self._fresh: TTLCache[tuple[str, int | str], tuple[VersionRef, float]] | None = (
             TTLCache(FRESH_RESOLUTIONS_KEPT, settings.alias_ttl_seconds) if settings.alias_ttl_seconds > 0 else None
         )
         self._fresh_lock = threading.Lock()
@@ -248,14 +251,15 @@ class Runtime:
         fresh = self._fresh
         if fresh is not None:
             with self._fresh_lock:
-                ref = fresh.get(key)
-            if ref is not None:
-                return ref
+                cached = fresh.get(key)
+            if cached is not None and time.monotonic() - cached[1] < self.settings.alias_ttl_seconds:
+                return cached[0]
         if self.resolved.in_outage:
             # No request waits for a database that is gone: a probe in the background finds
             # it back, and its connection ends the outage ("checkout" listener above).
             self.db.probe()
             return self.resolved.recall(key)
+        read_started = time.monotonic()
         try:
             with self.db.read() as session:
                 ref = service.resolve_version_ref(session, name, selector)
@@ -269,7 +273,7 @@ class Runtime:
         self.resolved.remember(key, ref)
         if fresh is not None:
             with self._fresh_lock:
-                fresh[key] = ref
+                fresh[key] = (ref, read_started)
         return ref
 
     def forget_model(self, name: str) -> None:
