@@ -176,6 +176,15 @@ class S3Store:
         if isinstance(stream, Spool) and stream.path.parent.resolve() == self.tmp.resolve():
             with writing():
                 stream.flush()
+                size = os.fstat(stream.fileno()).st_size
+                if max_bytes is not None and size > max_bytes:
+                    raise ArtifactTooLarge(f"The artifact is larger than the limit of {max_bytes} bytes.")
+                arrived = stream.arrived_sha256()
+                if arrived is not None:  # hashed as it arrived
+                    stream.seek(0)
+                    yield stream, arrived, size
+                    return
+                size = 0
                 stream.seek(0)
                 while chunk := stream.read(CHUNK_BYTES):
                     size += len(chunk)

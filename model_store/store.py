@@ -172,10 +172,31 @@ class Spool(io.BufferedRandom):
     def __init__(self, fd: int, path: Path) -> None:
         super().__init__(io.FileIO(fd, "r+b"))
         self.path = path
+        # The sha256 of the bytes as they arrive, while they are written in order from the start
+        # (as werkzeug's parser writes them): put() then need not read them again to hash them.
+        self._digest: hashlib._Hash | None = hashlib.sha256()
+        self._hashed = 0
 
     def write(self, data: Buffer) -> int:
         with writing():
-            return super().write(data)
+            at = self.tell()
+            written = super().write(data)
+        if self._digest is not None:
+            if at == self._hashed:
+                self._digest.update(memoryview(data).cast("B")[:written])
+                self._hashed += written
+            elif at < self._hashed:  # rewritten: hashed by reading, as any stream
+                self._digest = None
+        return written
+
+    def arrived_sha256(self) -> str | None:
+        """The sha256 of the whole file when every byte of it was hashed as it was written, else None."""
+        if self._digest is None:
+            return None
+        self.flush()
+        if os.fstat(self.fileno()).st_size != self._hashed:
+            return None
+        return self._digest.hexdigest()
 
     def flush(self) -> None:
         with writing():
@@ -321,14 +342,16 @@ class ArtifactStore:
     def _adopt(self, spool: Spool, max_bytes: int | None) -> StoredFile:
         spool.flush()
         _check_size(os.fstat(spool.fileno()).st_size, max_bytes)
-        digest = hashlib.sha256()
-        spool.seek(0)
-        while chunk := spool.read(CHUNK_BYTES):
-            digest.update(chunk)
+        sha256 = spool.arrived_sha256()
+        if sha256 is None:
+            digest = hashlib.sha256()
+            spool.seek(0)
+            while chunk := spool.read(CHUNK_BYTES):
+                digest.update(chunk)
+            sha256 = digest.hexdigest()
         os.fsync(spool.fileno())
         # Taken before the link: once linked, another put() of the same bytes may touch it.
         st = os.fstat(spool.fileno())
-        sha256 = digest.hexdigest()
         found = self._found(sha256, st.st_size)
         if found is not None:
             return found

@@ -82,6 +82,27 @@ def test_opened_file_stays_on_the_bytes_that_were_checked(store: ArtifactStore, 
 
 
 # -- schema inference -----------------------------------------------------------------------
+def test_a_spool_written_in_order_is_hashed_as_it_arrives(store: ArtifactStore) -> None:
+    payload = os.urandom(3 << 20)
+    spool = store.spool()
+    for start in range(0, len(payload), 65536):  # as werkzeug's parser writes a part
+        spool.write(payload[start : start + 65536])
+    assert spool.arrived_sha256() == hashlib.sha256(payload).hexdigest()
+    stored = store.put(spool)
+    assert stored.sha256 == hashlib.sha256(payload).hexdigest()
+    assert stored.path.read_bytes() == payload
+    spool.close()
+
+    rewritten = store.spool()
+    rewritten.write(b"first version of the bytes")
+    rewritten.seek(0)
+    rewritten.write(b"FIRST")  # written again: what arrived first is no longer what is there
+    assert rewritten.arrived_sha256() is None
+    expected = b"FIRST version of the bytes"
+    assert store.put(rewritten).sha256 == hashlib.sha256(expected).hexdigest()
+    rewritten.close()
+
+
 def test_infers_column_transformer_encoders(credit_pipeline: Any) -> None:
     schema = infer_feature_schema(credit_pipeline)
     assert [f.name for f in schema] == ["age", "income", "gender", "region"]
