@@ -214,20 +214,18 @@ class S3Store:
             max_concurrency=2,  # two parts in memory at most: a 200 MB upload costs ~16 MB
             use_threads=True,
         )
-        # boto3 closes the file it is given when done: it gets a duplicate of the descriptor.
-        local.seek(0)
-        with os.fdopen(os.dup(local.fileno()), "rb") as duplicate:
-            self._send(duplicate, sha256, stored_ns, config)
-        local.seek(0)
-
-    def _send(self, local: BinaryIO, sha256: str, stored_ns: int, config: Any) -> None:
-        self.client.upload_fileobj(
-            local,
+        # By file name, not as a file object: boto3 reads each part of a named file when it sends
+        # it (a file object's parts are read into memory as they are queued: the whole upload).
+        # /proc/self/fd names the open file itself, even once its name is gone (gc took the spool).
+        local.flush()
+        self.client.upload_file(
+            f"/proc/self/fd/{local.fileno()}",
             self.bucket,
             self._key(object_name(sha256)),
             ExtraArgs={"Metadata": {STORED_NS: str(stored_ns)}},
             Config=config,
         )
+        local.seek(0)
 
     def _found(self, sha256: str, size: int) -> StoredArtifact | None:
         """The stored object of these bytes, touched (see ArtifactStore._found), or None."""

@@ -39,7 +39,14 @@ TIERS = ("unit", "api", "system")
 # System tests whose outcome depends on timing (locks held for seconds, kills mid-request, relays
 # cut, many concurrent requests): under pytest-xdist (a file's tests on one worker) they never run
 # beside each other.
-ONE_AT_A_TIME = {"test_races", "test_sqlite_lock", "test_db_outage", "test_crash", "test_runners_hostile"}
+ONE_AT_A_TIME = {
+    "test_races",
+    "test_sqlite_lock",
+    "test_db_outage",
+    "test_crash",
+    "test_runners_hostile",
+    "test_deployment",
+}
 
 
 # -- tiers, scheduling and database variants -----------------------------------------------------

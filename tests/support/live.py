@@ -106,9 +106,9 @@ class Server:
         return self.process.returncode
 
 
-def launch(*args: str, env: dict[str, str], cwd: Path, log: Path, workers: int = 2) -> Server:
-    """Start `maas serve *args` on a free port (not waiting for it: see Server.wait_ready)."""
-    port = free_port()
+def launch(*args: str, env: dict[str, str], cwd: Path, log: Path, workers: int = 2, port: int | None = None) -> Server:
+    """Start `maas serve *args` on `port` or a free one (not waiting for it: see Server.wait_ready)."""
+    port = port or free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*MAAS, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *args],
