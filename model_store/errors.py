@@ -60,5 +60,5 @@ class StoreClaimed(ModelStoreError):
         self.registry_id = registry_id
         super().__init__(
             f"the model store at {root} belongs to registry {owner}, not to this registry ({registry_id}): "
-            "give each registry a store of its own (MAAS_STORE_DIR or --store-dir)"
+            "give each registry a store of its own (MAAS_STORE_DIR or --store-dir, or MAAS_STORE_URL)"
         )

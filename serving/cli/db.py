@@ -58,7 +58,7 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.option("--database-url", default=None, help="Overrides MAAS_DATABASE_URL.")
-@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR.")
+@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR (unused when MAAS_STORE_URL names a bucket).")
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(database_url: str | None, store_dir: str | None, revision: str) -> None:
     """Apply the Alembic migrations.

@@ -38,7 +38,7 @@ DEMO_ACTOR = "maas:demo"
     help="Threads per worker (more than 1 uses gunicorn's gthread worker).",
 )
 @click.option("--database-url", default=None, help="Overrides MAAS_DATABASE_URL.")
-@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR.")
+@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR (unused when MAAS_STORE_URL names a bucket).")
 @click.option("--demo", is_flag=True, help="Register the demo model 'credit-default' if the registry is empty.")
 def serve(
     host: str, port: int, workers: int, threads: int, database_url: str | None, store_dir: str | None, demo: bool

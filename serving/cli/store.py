@@ -86,7 +86,7 @@ def store_group() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="List what would be removed, and remove nothing.")
 @click.option("--database-url", default=None, help="Overrides MAAS_DATABASE_URL.")
-@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR.")
+@click.option("--store-dir", default=None, help="Overrides MAAS_STORE_DIR (unused when MAAS_STORE_URL names a bucket).")
 def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_dir: str | None) -> None:
     """Remove artifacts that no version references and the temp files of interrupted uploads,
     when older than the grace period."""
