@@ -18,6 +18,7 @@ The same contract as the directory store (model_store/store.py):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 STORED_NS = "maas-stored-ns"
 MIN_PART_BYTES = 5 << 20  # S3's own minimum for every part but the last
 DEFAULT_PART_BYTES = 8 << 20
+EVICT_LOCK = "evict.lock"
 # A download or cache temp file this old belongs to a process that died: removed on the next eviction.
 STALE_TEMP_SECONDS = 3600
 
@@ -117,7 +119,9 @@ class S3Store:
                 import boto3
                 from botocore.config import Config
 
-                client = boto3.client(
+                # A session of this process's own: a forked worker shares nothing with its parent's
+                # (the default session's credentials and their refresher's connections).
+                client = boto3.session.Session().client(
                     "s3",
                     endpoint_url=self.endpoint_url,
                     config=Config(
@@ -125,6 +129,10 @@ class S3Store:
                         read_timeout=60,
                         retries={"max_attempts": 3, "mode": "standard"},
                         max_pool_connections=32,
+                        # Every download is hashed against its sha256 here: botocore's own check of
+                        # the endpoint's CRC is only asked for where S3 requires it. (moto, after
+                        # a copy onto itself of a multipart object, sends a CRC that does not match.)
+                        response_checksum_validation="when_required",
                     ),
                 )
                 self._client_of = (pid, client)
@@ -151,6 +159,7 @@ class S3Store:
         """Store the bytes of `stream` under their sha256; never holds them in memory (a part at
         a time). Raises ArtifactTooLarge past `max_bytes`, StoreWriteFailed when the local disk
         or the object store refuses."""
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         with writing():
@@ -164,8 +173,10 @@ class S3Store:
                 self._upload(local, sha256, stored_ns)
                 self._keep_in_cache(local, sha256)
                 return StoredArtifact(sha256, size, created=True, mtime=stored_ns / 1e9)
-        except (BotoCoreError, ClientError) as exc:
-            raise StoreWriteFailed(f"The model store cannot take the artifact ({_reason(exc)}).") from exc
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
+            # boto3's transfer wraps the endpoint's refusal (S3UploadFailedError): its cause has the code.
+            cause = exc.__context__ if isinstance(exc, Boto3Error) and exc.__context__ is not None else exc
+            raise StoreWriteFailed(f"The model store cannot take the artifact ({_reason(cause)}).") from exc
 
     @contextlib.contextmanager
     def _local_copy(self, stream: BinaryIO, max_bytes: int | None) -> Iterator[tuple[BinaryIO, str, int]]:
@@ -268,11 +279,15 @@ class S3Store:
                     self._evict(keep=path)
                     return
             fd, name = tempfile.mkstemp(dir=self.tmp, prefix="cache-")
-            with os.fdopen(fd, "wb") as out:
-                local.seek(0)
-                while chunk := local.read(CHUNK_BYTES):
-                    out.write(chunk)
-            os.replace(name, path)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    local.seek(0)
+                    while chunk := local.read(CHUNK_BYTES):
+                        out.write(chunk)
+                os.replace(name, path)
+            except OSError:
+                os.unlink(name)
+                raise
             self._evict(keep=path)
         except OSError:
             pass
@@ -280,43 +295,45 @@ class S3Store:
             local.seek(0)
 
     def _download(self, sha256: str) -> BinaryIO:
-        """The object fetched into a temp file of the cache, hashed on the way; raises
-        ArtifactUnavailable when it is missing, unreadable or damaged."""
+        """The object fetched into a temp file of the cache, hashed on the way, then placed in
+        the cache; returned open read-only (a runner is handed it: never a descriptor that could
+        change the file other workers serve from). Raises ArtifactUnavailable when it is missing,
+        unreadable or damaged, or cannot be written here."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = self._key(object_name(sha256))
+        name: str | None = None
+        downloaded: BinaryIO | None = None
         try:
             self.init()
             fd, name = tempfile.mkstemp(dir=self.tmp, prefix="download-")
-        except OSError as exc:
-            raise ArtifactUnavailable(f"The artifact {sha256} cannot be cached here ({exc.strerror}).") from None
-        out = os.fdopen(fd, "w+b")
-        try:
-            digest = hashlib.sha256()
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            try:
-                for chunk in body.iter_chunks(CHUNK_BYTES):
-                    digest.update(chunk)
-                    out.write(chunk)
-            finally:
-                body.close()
-            out.flush()
+            with os.fdopen(fd, "wb") as out:
+                digest = hashlib.sha256()
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+                try:
+                    for chunk in body.iter_chunks(CHUNK_BYTES):
+                        digest.update(chunk)
+                        out.write(chunk)
+                finally:
+                    body.close()
+            if digest.hexdigest() != sha256:
+                raise ArtifactUnavailable(f"The artifact {sha256} is damaged: its bytes no longer match its sha256.")
+            downloaded = open(name, "rb")  # noqa: SIM115 - returned open, for the caller's `with`
         except (BotoCoreError, ClientError) as exc:
-            out.close()
-            os.unlink(name)
             if _missing(exc):
                 raise ArtifactUnavailable(f"The artifact {sha256} is missing from the model store.") from None
             raise ArtifactUnavailable(
                 f"The artifact {sha256} cannot be read from the model store ({_reason(exc)})."
             ) from None
-        except BaseException:
-            out.close()
-            os.unlink(name)
-            raise
-        if digest.hexdigest() != sha256:
-            out.close()
-            os.unlink(name)
-            raise ArtifactUnavailable(f"The artifact {sha256} is damaged: its bytes no longer match its sha256.")
+        except OSError as exc:  # the cache's disk: full, read-only, out of descriptors
+            raise ArtifactUnavailable(
+                f"The artifact {sha256} cannot be fetched into this replica's cache ({exc.strerror or exc})."
+            ) from None
+        finally:
+            if name is not None and downloaded is None:  # failed: nothing of it is kept
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+        assert name is not None
         path = self._cache_path(sha256)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,14 +343,16 @@ class S3Store:
                 os.unlink(name)
         else:
             self._evict(keep=path)
-        out.seek(0)
-        return out
+        return downloaded
 
     def _evict(self, keep: Path) -> None:
         """Remove the least recently opened cached files until the cache is within its bound
         (`keep`, just placed, stays even alone over it). A runner holding a removed file keeps
         its open descriptor: only the name goes."""
-        with self._evict_lock:
+        with self._evict_lock, contextlib.suppress(OSError), open(self.cache / EVICT_LOCK, "a") as lock:
+            # One process at a time (a replica's workers share the cache): none evicts what another
+            # just placed in the middle of its own pass.
+            fcntl.flock(lock, fcntl.LOCK_EX)
             files = []
             for path in self.cached.glob("*/*"):
                 with contextlib.suppress(FileNotFoundError):
@@ -366,9 +385,10 @@ class S3Store:
             now = time.time()
             with contextlib.suppress(OSError):
                 os.utime(path, (now, now))  # recently used: evicted last
-        except ArtifactUnavailable:
-            with contextlib.suppress(OSError):
-                path.unlink()  # a damaged copy is fetched again
+        except ArtifactUnavailable as exc:
+            if "damaged" in exc.message:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # fetched again below, and put in its place
             f = self._download(sha256)
         with f:
             yield f
@@ -379,10 +399,15 @@ class S3Store:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(object_name(sha256)))
         except Exception as exc:
-            if _missing(exc):
-                return False
+            if not _missing(exc):
+                raise StoreWriteFailed(f"The model store does not answer ({_reason(exc)}).") from exc
+        else:
+            return True
+        try:  # a HEAD's 404 says nothing of what is missing: the object, or the whole bucket
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
             raise StoreWriteFailed(f"The model store does not answer ({_reason(exc)}).") from exc
-        return True
+        return False
 
     def _stored_time(self, head: dict[str, Any]) -> float:
         ns = (head.get("Metadata") or {}).get(STORED_NS)
@@ -396,7 +421,7 @@ class S3Store:
         The time listed is S3's LastModified (seconds): remove_stale checks the exact one."""
         paginator = self.client.get_paginator("list_objects_v2")
         start = self._key("objects/")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+        for page in self._listed(paginator.paginate(Bucket=self.bucket, Prefix=start)):
             for item in page.get("Contents", []):
                 name = item["Key"][len(self.prefix) :]
                 sha256 = name.rsplit("/", 1)[-1]
@@ -411,13 +436,15 @@ class S3Store:
         """This host's upload spools, and the bucket's unfinished multipart uploads under the prefix."""
         yield from spooled_uploads(self.tmp)
         paginator = self.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+        # Only under objects/: the store sends nothing anywhere else (the prefix may be a bucket's root).
+        for page in self._listed(paginator.paginate(Bucket=self.bucket, Prefix=self._key("objects/"))):
             for upload in page.get("Uploads", []):
                 key, upload_id = upload["Key"], upload["UploadId"]
                 size = 0
                 with contextlib.suppress(Exception):
-                    parts = self.client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id)
-                    size = sum(int(p["Size"]) for p in parts.get("Parts", []))
+                    parts = self.client.get_paginator("list_parts")
+                    for listed in parts.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                        size += sum(int(p["Size"]) for p in listed.get("Parts", []))
                 yield StoreFile(
                     f"multipart:{key[len(self.prefix) :]}",
                     None,
@@ -425,6 +452,15 @@ class S3Store:
                     float(upload["Initiated"].timestamp()),
                     upload_id=upload_id,
                 )
+
+    def _listed(self, pages: Any) -> Iterator[dict[str, Any]]:
+        """A paginator's pages; the endpoint's errors as StoreUnreachable (an OSError)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield from pages
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreUnreachable(f"{self.url}: {_reason(exc)}") from exc
 
     def remove_stale(self, file: StoreFile, cutoff: float) -> int | None:
         """Remove an artifact, unfinished multipart upload or spool listed by this store unless it

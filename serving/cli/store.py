@@ -114,7 +114,7 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
                 path = outcome.file.name
                 if outcome.error is not None:
                     failed.append(str(path))
-                    reason = outcome.error.strerror or type(outcome.error).__name__
+                    reason = outcome.error.strerror or str(outcome.error) or type(outcome.error).__name__
                     click.echo(f"could not remove {path} ({reason})", err=True)
                 elif outcome.removed_bytes is None:
                     changed += 1
@@ -125,6 +125,11 @@ def store_gc(grace_period: int, dry_run: bool, database_url: str | None, store_d
                     click.echo(f"removed {_describe(store, outcome.file, now)}")
     except DBAPIError as exc:
         raise click.ClickException(f"the registry database cannot be read ({exc.orig}): nothing removed") from None
+    except OSError as exc:  # the store cannot be listed (a bucket that does not answer)
+        raise click.ClickException(
+            f"the model store at {store.location} does not answer ({exc}): "
+            f"{'nothing' if not removed else f'{removed} files'} removed"
+        ) from None
     finally:
         database.dispose()
     kept = (

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model_store.errors import StoreClaimed
+from model_store.errors import StoreClaimed, StoreWriteFailed
 from model_store.s3 import S3Store
 from model_store.store import object_name
 from serving.config import Settings
 from tests.support import ADMIN, joblib_bytes, upload
 from tests.support.live import MAAS, environment
-from tests.support.s3 import S3Endpoint
+from tests.support.s3 import S3Endpoint, moto_server
 
 ROW = {"age": 35.0, "income": 42000.0, "gender": "male", "region": "north"}
 
@@ -76,7 +76,8 @@ def predict(client: Any, name: str, **body: Any) -> Any:
 def test_an_upload_lands_in_the_bucket_and_a_later_replica_serves_it_compiled(
     make_app: Any, s3_settings: Settings, s3: S3Endpoint, credit_pipeline: Any
 ) -> None:
-    a = on_s3(make_app, s3_settings, "cache-a").test_client()
+    app_a = on_s3(make_app, s3_settings, "cache-a")
+    a = app_a.test_client()
     version = uploaded(a, "credit", credit_pipeline)
     assert version["engines"] == ["sklearn", "onnx"], version["engine_detail"]
     store = store_of(s3_settings)
@@ -88,8 +89,8 @@ def test_an_upload_lands_in_the_bucket_and_a_later_replica_serves_it_compiled(
         sha256 = key.rsplit("/", 1)[-1]
         assert hashlib.sha256(object_bytes(s3, store, sha256)).hexdigest() == sha256
     assert object_bytes(s3, store, version["sha256"]) == joblib_bytes(credit_pipeline)
-    # Nothing was written to the directory store.
-    assert not Path(s3_settings.store_dir).exists()
+    # Nothing was written to the directory store the app would otherwise use.
+    assert not Path(app_a.extensions["maas"].settings.store_dir).exists()
 
     # Another replica, with nothing cached: it fetches both from the bucket and serves the ONNX
     # engine at once, without compiling anything (the graph is the one stored at upload).
@@ -114,7 +115,7 @@ def test_damaged_or_missing_objects_cost_their_version_only(
     key = store.prefix + object_name(credit["sha256"])
     client.put_object(Bucket=store.bucket, Key=key, Body=joblib_bytes(regressor))  # other bytes, same key
 
-    b = on_s3(make_app, s3_settings, "cache-b").test_client()
+    b = on_s3(make_app, s3_settings, "cache-b", artifact_retry_seconds=0).test_client()
     damaged = predict(b, "credit")
     assert damaged.status_code == 503 and "damaged" in damaged.json["message"], damaged.json
     assert cached_files(s3_settings, "cache-b") == [], "a damaged object was cached"
@@ -126,10 +127,10 @@ def test_damaged_or_missing_objects_cost_their_version_only(
     missing = c.post("/api/models/other/predict", json={"data": {"x1": 1.0, "x2": 2.0}})
     assert missing.status_code == 503 and "missing" in missing.json["message"], missing.json
 
-    # Repaired in the bucket: served again once the retry time has passed (0 here: at once).
+    # Repaired in the bucket: the same replica serves it again once its retry time has passed
+    # (0 here: at once), with no restart.
     client.put_object(Bucket=store.bucket, Key=key, Body=joblib_bytes(credit_pipeline))
-    d = on_s3(make_app, s3_settings, "cache-d", artifact_retry_seconds=0).test_client()
-    assert predict(d, "credit").status_code == 200
+    assert predict(b, "credit").status_code == 200
 
 
 def test_a_damaged_cached_copy_is_fetched_again(make_app: Any, s3_settings: Settings, credit_pipeline: Any) -> None:
@@ -172,10 +173,35 @@ def test_put_streams_multipart_parts_and_touches_identical_bytes(s3_settings: Se
     head = s3.client().head_object(Bucket=store.bucket, Key=store.prefix + object_name(first.sha256))
     assert head["ETag"].strip('"').endswith("-3"), head["ETag"]  # S3's mark of a 3-part upload
     again = store.put(io.BytesIO(payload))
-    assert not again.created and again.mtime > first.mtime
-    with store.opened(first.sha256) as f:
+    touched = s3.client().head_object(Bucket=store.bucket, Key=store.prefix + object_name(first.sha256))
+    assert not again.created
+    # Touched in the bucket (what gc and a failed upload's cleanup compare against), not only here.
+    assert touched["Metadata"]["maas-stored-ns"] != head["Metadata"]["maas-stored-ns"]
+    assert int(touched["Metadata"]["maas-stored-ns"]) / 1e9 == pytest.approx(again.mtime, abs=1e-6)
+    assert again.mtime > first.mtime
+    # Fetched into an empty cache, and handed over read-only: a runner gets this very descriptor.
+    fresh = store_of(s3_settings, store_cache_dir=str(Path(s3_settings.store_cache_dir).parent / "fresh"))
+    with fresh.opened(first.sha256) as f:
         assert hashlib.sha256(f.read()).hexdigest() == first.sha256
+        with pytest.raises(OSError):
+            os.write(f.fileno(), b"x")
     assert list(store.partial_uploads()) == []
+
+
+def test_an_upload_the_endpoint_refuses_is_a_store_error_leaving_nothing(
+    tmp_path: Path, s3: S3Endpoint, s3_settings: Settings
+) -> None:
+    """An endpoint that refuses the parts (this moto wants parts of 64 MiB; ours are 5 MiB): the
+    transfer's own error (S3UploadFailedError) is a StoreWriteFailed (a 503), and no multipart
+    upload is left behind."""
+    with moto_server(tmp_path / "strict-moto.log", env={"S3_UPLOAD_PART_MIN_SIZE": str(64 << 20)}) as strict:
+        store = store_of(s3_settings, store_url=f"s3://{strict.new_bucket()}/models", s3_endpoint_url=strict.url)
+        with pytest.raises(StoreWriteFailed, match="cannot take the artifact") as refused:
+            store.put(io.BytesIO(np.random.default_rng(8).bytes(12 << 20)))
+        assert "EntityTooSmall" in refused.value.message, refused.value.message
+        client = strict.client()
+        assert client.list_objects_v2(Bucket=store.bucket).get("Contents", []) == []
+        assert client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
 
 
 def test_an_unreachable_store_is_not_ready_and_refuses_uploads_recording_nothing(
@@ -265,4 +291,3 @@ def test_store_url_must_be_an_s3_url() -> None:
         "a/b/",
         "s3://bucket/a/b",
     )
-    assert os.environ.get("MAAS_STORE_URL") is None

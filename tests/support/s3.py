@@ -7,6 +7,7 @@ Shared by the tests and the benchmarks in `bench/`; it needs no pytest.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -56,14 +57,16 @@ class S3Endpoint:
 
 
 @contextlib.contextmanager
-def moto_server(log: Path) -> Iterator[S3Endpoint]:
-    """moto's server on 127.0.0.1 and a free port, until the block ends."""
+def moto_server(log: Path, env: dict[str, str] | None = None) -> Iterator[S3Endpoint]:
+    """moto's server on 127.0.0.1 and a free port, until the block ends (`env`: moto's own
+    settings, added to this process's environment)."""
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     endpoint = S3Endpoint(f"http://127.0.0.1:{port}")
     try:
