@@ -181,6 +181,7 @@ def compile_model(
     reason = _unsupported(estimator)
     if reason is not None:
         raise NotCompiled(reason)
+    _register_boosters(estimator)
     classifier = hasattr(estimator, "classes_")
     probabilities = classifier and hasattr(estimator, "predict_proba")
     names = [f["name"] for f in features]
@@ -222,13 +223,60 @@ def compile_model(
     raise NotCompiled(attempts[-1] if len(set(attempts)) == 1 else "; ".join(dict.fromkeys(attempts))[:1000])
 
 
+# Gradient-boosting libraries with a scikit-learn API, converted by onnxmltools' converters
+# registered with skl2onnx (as skl2onnx's own examples do), so that they convert alone and as the
+# final step of a pipeline: (base class name, its module, onnxmltools' converter, kind).
+_BOOSTERS = (
+    ("LGBMClassifier", "lightgbm", "onnxmltools.convert.lightgbm.operator_converters.LightGbm", "classifier"),
+    ("LGBMRegressor", "lightgbm", "onnxmltools.convert.lightgbm.operator_converters.LightGbm", "regressor"),
+    ("XGBClassifier", "xgboost", "onnxmltools.convert.xgboost.operator_converters.XGBoost", "classifier"),
+    ("XGBRegressor", "xgboost", "onnxmltools.convert.xgboost.operator_converters.XGBoost", "regressor"),
+)
+
+
+def _steps(estimator: Any) -> list[Any]:
+    return [estimator, *(s for _, s in getattr(estimator, "steps", ()))]
+
+
 def _unsupported(estimator: Any) -> str | None:
-    steps = [estimator, *(s for _, s in getattr(estimator, "steps", ()))]
-    for step in steps:
+    for step in _steps(estimator):
         mro = {cls.__name__ for cls in type(step).__mro__}
-        if mro & {"LGBMModel", "XGBModel"}:
-            return f"{type(step).__name__} models are not compiled to ONNX yet"
+        if mro & {"LGBMModel", "XGBModel"} and not mro & {name for name, *_ in _BOOSTERS}:
+            return f"{type(step).__name__} models are not compiled to ONNX"
     return None
+
+
+def _register_boosters(estimator: Any) -> None:
+    """Register onnxmltools' converter for each LightGBM or XGBoost step of `estimator` with
+    skl2onnx (by the step's own class). Raises NotCompiled when onnxmltools cannot be imported."""
+    import importlib
+
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    for step in _steps(estimator):
+        bases = {(cls.__name__, cls.__module__.split(".")[0]) for cls in type(step).__mro__}
+        for name, package, converter_module, kind in _BOOSTERS:
+            if (name, package) not in bases:
+                continue
+            try:
+                module = importlib.import_module(converter_module)
+            except ImportError as exc:
+                raise NotCompiled(
+                    f"onnxmltools, which converts {name} models, cannot be imported ({exc.name})"
+                ) from None
+            convert = module.convert_lightgbm if package == "lightgbm" else module.convert_xgboost
+            if kind == "classifier":
+                shapes, options = calculate_linear_classifier_output_shapes, {"nocl": [True, False], "zipmap": [False]}
+            else:
+                shapes, options = calculate_linear_regressor_output_shapes, None
+            update_registered_converter(
+                type(step), f"{package}.{type(step).__name__}", shapes, convert, options=options
+            )
+            break
 
 
 def _convert(

@@ -279,18 +279,91 @@ def test_a_text_pipeline_whose_graph_needs_other_operators_serves_with_sklearn(c
     assert r.json["predictions"] == model.predict([reviews[0]]).tolist()
 
 
-def test_lightgbm_is_not_compiled_yet_and_says_so(make_app: Any) -> None:
-    lightgbm = pytest.importorskip("lightgbm")
-    frame = _frame(200, 3, seed=6)
-    model = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1, random_state=0).fit(frame, (frame.f0 > 0).astype(int))
-    client = make_app(trusted_modules=("lightgbm",)).test_client()
+def _booster(kind: str) -> tuple[Any, pd.DataFrame, str]:
+    """(a fitted gradient-boosting model, rows it never saw, the module to trust)."""
+    frame = _frame(400, 4, seed=6)
+    three = np.digitize(frame.f0 + frame.f1, [-0.7, 0.7])  # three classes
+    value = 3 * frame.f0 - frame.f1 * frame.f2 + 10
+    if kind.startswith("lightgbm"):
+        lightgbm = pytest.importorskip("lightgbm")
+        options = {"n_estimators": 25, "verbose": -1, "random_state": 0}
+        model = {
+            "lightgbm-binary": lambda: lightgbm.LGBMClassifier(**options).fit(frame, (frame.f0 > 0).astype(int)),
+            "lightgbm-multiclass": lambda: lightgbm.LGBMClassifier(**options).fit(frame, three),
+            "lightgbm-regressor": lambda: lightgbm.LGBMRegressor(**options).fit(frame, value),
+            "lightgbm-pipeline": lambda: make_pipeline(StandardScaler(), lightgbm.LGBMClassifier(**options)).fit(
+                frame, np.where(frame.f1 > 0, "yes", "no")
+            ),
+        }[kind]()
+        return model, _frame(60, 4, seed=16), "lightgbm"
+    xgboost = pytest.importorskip("xgboost")
+    options = {"n_estimators": 25, "max_depth": 4, "random_state": 0}
+    model = {
+        "xgboost-binary": lambda: xgboost.XGBClassifier(**options).fit(frame, (frame.f0 > 0).astype(int)),
+        "xgboost-multiclass": lambda: xgboost.XGBClassifier(**options).fit(frame, three),
+        "xgboost-regressor": lambda: xgboost.XGBRegressor(**options).fit(frame, value),
+    }[kind]()
+    return model, _frame(60, 4, seed=17), "xgboost"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "lightgbm-binary",
+        "lightgbm-multiclass",
+        "lightgbm-regressor",
+        "lightgbm-pipeline",
+        "xgboost-binary",
+        "xgboost-multiclass",
+        "xgboost-regressor",
+    ],
+)
+def test_lightgbm_and_xgboost_models_are_compiled_with_onnxmltools(make_app: Any, kind: str) -> None:
+    """LightGBM and XGBoost (alone, or as a pipeline's last step) convert through onnxmltools'
+    converters, verify, and answer as the model does on rows the verification never saw."""
+    model, rows, module = _booster(kind)
+    client = make_app(trusted_modules=(module,)).test_client()
     created = upload(client, "boosted", model)
     assert created.status_code == 201, created.json
-    assert created.json["engines"] == ["sklearn"]
-    assert created.json["engine_detail"] == "LGBMClassifier models are not compiled to ONNX yet"
-    r = client.post("/api/models/boosted/predict", json={"data": frame.iloc[:3].to_dict("records")})
+    assert created.json["engines"] == ["sklearn", "onnx"], created.json["engine_detail"]
+    assert created.json["engine_detail"] is None
+    records = rows.to_dict("records")
+    classifier = hasattr(model, "classes_")
+    r = client.post(
+        "/api/models/boosted/predict", json={"data": records, "engine": "onnx", "return_probabilities": classifier}
+    )
+    assert r.status_code == 200, r.json
+    assert r.json["engine"] == "onnx"
+    want = model.predict(rows)
+    if classifier:
+        assert r.json["predictions"] == want.tolist()
+        got = np.array([[p[str(c)] for c in model.classes_] for p in r.json["probabilities"]])
+        assert np.abs(got - model.predict_proba(rows)).max() <= PROBABILITY_TOLERANCE
+    else:  # onnxruntime's trees sum in float32
+        assert np.allclose(r.json["predictions"], want, rtol=1e-5, atol=1e-5)
+    auto = client.post("/api/models/boosted/predict", json={"data": records[:1]})
+    assert auto.status_code == 200 and auto.json["engine"] == "onnx", auto.json
+
+
+def test_lightgbm_on_category_columns_serves_with_sklearn_and_says_why(make_app: Any) -> None:
+    """onnxmltools' graph of a LightGBM model fitted on category columns expects the category
+    codes in one input, not the columns: it does not convert, and the version says why."""
+    lightgbm = pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=300), "colour": pd.Categorical(rng.choice(["red", "green", "blue"], size=300))}
+    )
+    target = ((frame.colour == "red") ^ (frame.x > 0)).astype(int)
+    model = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1, min_child_samples=5).fit(frame, target)
+    client = make_app(trusted_modules=("lightgbm",)).test_client()
+    created = upload(client, "coloured", model)
+    assert created.status_code == 201, created.json
+    assert created.json["engines"] == ["sklearn"], created.json
+    assert "skl2onnx cannot convert it" in created.json["engine_detail"], created.json["engine_detail"]
+    rows = frame.iloc[:5]
+    r = client.post("/api/models/coloured/predict", json={"data": rows.astype({"colour": str}).to_dict("records")})
     assert r.status_code == 200 and r.json["engine"] == "sklearn", r.json
-    assert r.json["predictions"] == model.predict(frame.iloc[:3]).tolist()
+    assert r.json["predictions"] == model.predict(rows).tolist()
 
 
 def test_a_fresh_runner_opens_the_stored_graph(app: Any, credit_pipeline: Any, numpy_model: Any) -> None:
