@@ -29,8 +29,8 @@ from pathlib import Path
 
 import joblib
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.serve_bench import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_bench import (
     CACHE,
     Maas,
     MaasEngine,
