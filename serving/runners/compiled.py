@@ -225,13 +225,17 @@ def compile_model(
 
 # Gradient-boosting libraries with a scikit-learn API, converted by onnxmltools' converters
 # registered with skl2onnx (as skl2onnx's own examples do), so that they convert alone and as the
-# final step of a pipeline: (base class name, its module, onnxmltools' converter, kind).
+# final step of a pipeline: (base class name, its package, kind), and each package's converter.
 _BOOSTERS = (
-    ("LGBMClassifier", "lightgbm", "onnxmltools.convert.lightgbm.operator_converters.LightGbm", "classifier"),
-    ("LGBMRegressor", "lightgbm", "onnxmltools.convert.lightgbm.operator_converters.LightGbm", "regressor"),
-    ("XGBClassifier", "xgboost", "onnxmltools.convert.xgboost.operator_converters.XGBoost", "classifier"),
-    ("XGBRegressor", "xgboost", "onnxmltools.convert.xgboost.operator_converters.XGBoost", "regressor"),
+    ("LGBMClassifier", "lightgbm", "classifier"),
+    ("LGBMRegressor", "lightgbm", "regressor"),
+    ("XGBClassifier", "xgboost", "classifier"),
+    ("XGBRegressor", "xgboost", "regressor"),
 )
+_CONVERTERS = {
+    "lightgbm": ("onnxmltools.convert.lightgbm.operator_converters.LightGbm", "convert_lightgbm"),
+    "xgboost": ("onnxmltools.convert.xgboost.operator_converters.XGBoost", "convert_xgboost"),
+}
 
 
 def _steps(estimator: Any) -> list[Any]:
@@ -259,16 +263,16 @@ def _register_boosters(estimator: Any) -> None:
 
     for step in _steps(estimator):
         bases = {(cls.__name__, cls.__module__.split(".")[0]) for cls in type(step).__mro__}
-        for name, package, converter_module, kind in _BOOSTERS:
+        for name, package, kind in _BOOSTERS:
             if (name, package) not in bases:
                 continue
+            module_name, function = _CONVERTERS[package]
             try:
-                module = importlib.import_module(converter_module)
+                convert = getattr(importlib.import_module(module_name), function)
             except ImportError as exc:
                 raise NotCompiled(
                     f"onnxmltools, which converts {name} models, cannot be imported ({exc.name})"
                 ) from None
-            convert = module.convert_lightgbm if package == "lightgbm" else module.convert_xgboost
             if kind == "classifier":
                 shapes, options = calculate_linear_classifier_output_shapes, {"nocl": [True, False], "zipmap": [False]}
             else:
