@@ -282,7 +282,9 @@ class Runtime:
         if self._fresh is not None:
             with self._fresh_lock:
                 for key in [k for k in self._fresh if k[0] == name]:
-                    del self._fresh[key]
+                    # pop, not del: an entry that expires after the listing makes TTLCache's
+                    # __delitem__ raise KeyError (an upload answered 500 in CI).
+                    self._fresh.pop(key, None)
 
     def predict(
         self, name: str, selector: object, data: Any, with_probabilities: bool, engine: str = "auto"

@@ -58,6 +58,40 @@ def test_a_delete_through_another_worker_is_followed_within_the_ttl(make_app: An
     assert reader.post("/api/models/credit/versions/2/predict", json={"data": CREDIT_ROW}).status_code == 404
 
 
+def test_a_change_is_answered_when_a_remembered_resolution_expires_meanwhile(
+    make_app: Any, credit_pipeline: Any
+) -> None:
+    """A worker forgets what it resolved of a model it changes; an entry that expires between
+    being listed and being removed must not fail the change (it answered 500 in CI). The memory
+    here is a real TTLCache on a clock of the test's: still until the change, then 0.6 TTL later
+    at every reading, so the entry is alive when listed and expired when removed."""
+    from cachetools import TTLCache
+
+    from serving.api.context import runtime
+
+    readings: list[float] = []  # armed: each reading is 0.6 TTL after the one before
+
+    def clock() -> float:
+        if readings:
+            readings.append(readings[-1] + 0.6 * TTL)
+            return readings[-1]
+        return 0.0
+
+    app = make_app(alias_ttl_seconds=TTL)
+    client = app.test_client()
+    assert upload(client, "credit", credit_pipeline, {"aliases": ["production"]}).status_code == 201
+    with app.app_context():
+        rt = runtime()
+        rt._fresh = TTLCache(16, ttl=TTL, timer=clock)
+        assert served_version(client) == 1
+        assert list(rt._fresh) == [("credit", "production")]  # remembered
+    readings.append(0.0)
+    r = client.put("/api/admin/models/credit/aliases/staging", json={"version": 1}, headers=ADMIN)
+    assert r.status_code == 200, r.json
+    assert len(readings) >= 3, readings  # the entry was listed, then removed, on the moving clock
+    assert served_version(client) == 1
+
+
 def test_a_ttl_of_zero_asks_the_database_every_time(make_app: Any, credit_pipeline: Any) -> None:
     writer = make_app(alias_ttl_seconds=0).test_client()
     reader = make_app(alias_ttl_seconds=0).test_client()
